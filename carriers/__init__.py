@@ -1,0 +1,1 @@
+"""supernet carriers: the simulated super network of operators and aggregators."""

@@ -1,0 +1,1 @@
+"""supernet router: the worker, the routing core, and the command line."""

@@ -1,0 +1,1 @@
+"""Local infrastructure on loopback: Kafka (KRaft), Mosquitto and Prometheus as plain processes."""

@@ -1,0 +1,73 @@
+"""Where the local brokers listen and keep their files.
+
+Defaults sit off the well-known ports (9092, 1883, 9090) so that the project's brokers never
+collide with a system service; each can be changed with an environment variable or a flag
+of `supernet infra`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_state_dir() -> Path:
+    return PROJECT_ROOT / ".supernet"
+
+
+@dataclass(frozen=True, slots=True)
+class InfraSettings:
+    host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    mqtt_port: int = 11883
+    prometheus_port: int = 19090
+    kafka_heap: str = "512m"
+    state_dir: Path = field(default_factory=_default_state_dir)
+    deploy_dir: Path = PROJECT_ROOT / "deploy"
+
+    ENV = {
+        "host": "SUPERNET_HOST",
+        "kafka_port": "SUPERNET_KAFKA_PORT",
+        "kafka_controller_port": "SUPERNET_KAFKA_CONTROLLER_PORT",
+        "mqtt_port": "SUPERNET_MQTT_PORT",
+        "prometheus_port": "SUPERNET_PROMETHEUS_PORT",
+        "kafka_heap": "SUPERNET_KAFKA_HEAP",
+        "state_dir": "SUPERNET_STATE_DIR",
+    }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> InfraSettings:
+        env = os.environ if environ is None else environ
+        settings = cls()
+        changes: dict[str, object] = {}
+        for name, var in cls.ENV.items():
+            value = env.get(var)
+            if value is None or value == "":
+                continue
+            current = getattr(settings, name)
+            if isinstance(current, int):
+                try:
+                    changes[name] = int(value)
+                except ValueError:
+                    raise ValueError(f"{var}={value!r} is not a port number") from None
+            elif isinstance(current, Path):
+                changes[name] = Path(value).resolve()
+            else:
+                changes[name] = value
+        return replace(settings, **changes)  # type: ignore[arg-type]
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.host}:{self.mqtt_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"

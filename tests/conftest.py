@@ -1,0 +1,40 @@
+"""Shared test set-up: every async test runs on uvloop, and integration tests find the
+local brokers that `supernet infra up` started (addresses from the same settings)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+import pytest
+import uvloop
+
+from router.infra.settings import InfraSettings
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run every async test on uvloop, the event loop supernet runs on in production."""
+    return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(scope="session")
+def infra() -> InfraSettings:
+    """Where the local brokers listen (defaults, or SUPERNET_* environment variables)."""
+    return InfraSettings.from_env()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(infra: InfraSettings) -> str:
+    return infra.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def mqtt_host(infra: InfraSettings) -> str:
+    return infra.host
+
+
+@pytest.fixture(scope="session")
+def mqtt_port(infra: InfraSettings) -> int:
+    return infra.mqtt_port
