@@ -4,7 +4,8 @@ local brokers that `supernet infra up` started (addresses from the same settings
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
 import uvloop
@@ -38,3 +39,26 @@ def mqtt_host(infra: InfraSettings) -> str:
 @pytest.fixture(scope="session")
 def mqtt_port(infra: InfraSettings) -> int:
     return infra.mqtt_port
+
+
+NewTopicFactory = Callable[[int], Awaitable[str]]
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> NewTopicFactory:
+    """Create a fresh Kafka topic with the given partition count; returns its name."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create(partitions: int) -> str:
+        topic = f"test.{uuid.uuid4().hex[:12]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+        return topic
+
+    return create

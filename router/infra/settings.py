@@ -10,8 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def host_in_url(host: str) -> str:
+    """``::1`` must be written ``[::1]`` in listener addresses and URLs."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _default_state_dir() -> Path:
@@ -29,7 +35,7 @@ class InfraSettings:
     state_dir: Path = field(default_factory=_default_state_dir)
     deploy_dir: Path = PROJECT_ROOT / "deploy"
 
-    ENV = {
+    ENV: ClassVar[dict[str, str]] = {
         "host": "SUPERNET_HOST",
         "kafka_port": "SUPERNET_KAFKA_PORT",
         "kafka_controller_port": "SUPERNET_KAFKA_CONTROLLER_PORT",
@@ -62,12 +68,12 @@ class InfraSettings:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return f"{host_in_url(self.host)}:{self.kafka_port}"
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://{self.host}:{self.mqtt_port}"
+        return f"mqtt://{host_in_url(self.host)}:{self.mqtt_port}"
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{self.host}:{self.prometheus_port}"
+        return f"http://{host_in_url(self.host)}:{self.prometheus_port}"
