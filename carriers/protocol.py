@@ -1,0 +1,239 @@
+"""The carrier interconnect over MQTT: topics, payloads and codes.
+
+Every payload except the status is a msgspec **msgpack** map (field names below; optional
+fields with default values may be omitted by the sender). Build payloads with the codecs
+at the bottom (``SUBMIT_BATCH``, ``RESULT_BATCH``, ``REPORT_BATCH``): one Encoder and one
+Decoder per type, built once.
+
+Topics (``<id>`` is a carrier id, ``[a-z0-9-]``)
+------------------------------------------------
+==================================  ===========  =====  ======  ==========================
+topic                               direction    QoS    retain  payload
+==================================  ===========  =====  ======  ==========================
+``supernet/carrier/<id>/submit``    router->car  1      no      ``SubmitBatch``
+``<reply_to>`` (router's choice,    car->router  1      no      ``SubmitResultBatch``
+e.g. ``supernet/router/<inst>/results``)
+``supernet/carrier/<id>/dlr``       car->routers 1      no      ``DeliveryReportBatch``
+``supernet/carrier/<id>/status``    car->all     1      yes     ``online`` / ``offline``
+``supernet/carriers/host/<host>/status``  host   1      yes     ``online`` / ``offline``
+==================================  ===========  =====  ======  ==========================
+
+- Routers read delivery reports through one shared subscription for all carriers,
+  ``$share/<group>/supernet/carrier/+/dlr`` (``dlr_shared_subscription(group)``), so each
+  report is handled by one router of the group.
+- Status payloads are plain UTF-8 text, not msgpack, so that ``mosquitto_sub`` and the
+  broker's last-will can carry them: ``online`` when the carrier is up and answering;
+  ``offline`` when it stopped (scenario outage, clean shutdown), and as the last-will of
+  the carrier's MQTT connection, so a killed carrier process is seen as ``offline`` at
+  once. Subscribe to ``supernet/carrier/+/status`` to learn all of them (retained).
+  A carrier host also keeps a retained host-level status (informational).
+- An ``offline`` carrier does not answer submits at all (no result): the router's submit
+  timeout applies. Its delivery reports for earlier messages are held until it is back.
+
+Submit (router -> carrier), ``SubmitBatch``
+-------------------------------------------
+``{"carrier": str, "reply_to": str, "items": [SubmitItem, ...]}``
+
+``SubmitItem``: ``id`` (str, the message id: the idempotency key), ``to`` (str, E.164
+with '+'), ``account`` (str), ``segments`` (int >= 1), ``price`` (float, USD per segment
+the router expects from the deck), ``attempt`` (int, 1 for the first carrier tried),
+``encoding`` (``GSM-7`` or ``UCS-2``).
+
+Submit result (carrier -> ``reply_to``), ``SubmitResultBatch``
+--------------------------------------------------------------
+``{"carrier": str, "results": [SubmitResult, ...]}``, sent after the carrier's submit
+latency. ``SubmitResult``: ``id``, ``attempt``, ``accepted`` (bool), ``code`` (int or
+nil: nil when accepted), ``duplicate`` (bool: this id was accepted before; acknowledged
+again, never delivered twice), ``price`` (float, USD per segment the carrier bills; 0
+when rejected).
+
+Delivery report (carrier -> routers), ``DeliveryReportBatch``
+-------------------------------------------------------------
+``{"carrier": str, "reports": [DeliveryReport, ...]}``. ``DeliveryReport`` carries all a
+router needs to write the receipt with no state of its own: ``id``, ``account``,
+``carrier``, ``route`` (``direct`` or ``aggregator``), ``status`` (``delivered`` or
+``undelivered``), ``code`` (int or nil), ``price`` (USD per segment billed),
+``currency`` (``USD``), ``segments``, ``attempt``, ``encoding``, ``ts`` (report time,
+ms since the Unix epoch). A report may never come (lost, as on real networks).
+
+Batching: carriers flush a batch at 256 items or 5 ms after its first item, whichever
+comes first (``MAX_BATCH``, ``FLUSH_INTERVAL_S``); routers should batch submits alike.
+
+Codes (CPaaS numbers where one fits)
+------------------------------------
+Submit rejections (``SubmitResult.code``; the message may be retried elsewhere):
+
+- ``21211`` invalid destination: ``to`` is not a '+' followed by 6-15 digits;
+- ``21612`` unknown destination: no prefix in the carrier's deck matches ``to``;
+- ``30001`` throttled (queue overflow): the carrier's throughput cap is exceeded;
+- ``30008`` unknown error: the carrier failed the submit (random, at its failure rate).
+
+Delivery report codes (``DeliveryReport.code``, with ``status = "undelivered"``):
+
+- ``30003`` unreachable handset; ``30005`` unknown handset;
+- ``30006`` landline or unreachable carrier; ``30007`` filtered (carrier spam filter).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Generic, Literal, TypeVar
+
+import msgspec
+
+TOPIC_ROOT: Final = "supernet/carrier"
+HOST_TOPIC_ROOT: Final = "supernet/carriers/host"
+STATUS_ALL: Final = f"{TOPIC_ROOT}/+/status"
+DLR_ALL: Final = f"{TOPIC_ROOT}/+/dlr"
+
+MAX_BATCH: Final = 256
+FLUSH_INTERVAL_S: Final = 0.005
+
+Status = Literal["online", "offline"]
+ONLINE: Final = b"online"
+OFFLINE: Final = b"offline"
+
+Route = Literal["direct", "aggregator"]
+ReportStatus = Literal["delivered", "undelivered"]
+
+# Submit rejections
+INVALID_DESTINATION: Final = 21211
+UNKNOWN_DESTINATION: Final = 21612
+THROTTLED: Final = 30001
+UNKNOWN_ERROR: Final = 30008
+# Undelivered reports
+UNREACHABLE_HANDSET: Final = 30003
+UNKNOWN_HANDSET: Final = 30005
+LANDLINE_OR_UNREACHABLE_CARRIER: Final = 30006
+FILTERED: Final = 30007
+
+CODES: Final[dict[int, str]] = {
+    INVALID_DESTINATION: "invalid destination number",
+    UNKNOWN_DESTINATION: "no route to this destination at this carrier",
+    THROTTLED: "throttled: carrier throughput cap exceeded (queue overflow)",
+    UNKNOWN_ERROR: "carrier failed the submit (unknown error)",
+    UNREACHABLE_HANDSET: "unreachable handset",
+    UNKNOWN_HANDSET: "unknown handset",
+    LANDLINE_OR_UNREACHABLE_CARRIER: "landline or unreachable carrier",
+    FILTERED: "filtered by the carrier",
+}
+# ledger reason names for submit rejections
+REJECT_REASONS: Final[dict[int, str]] = {
+    INVALID_DESTINATION: "invalid_destination",
+    UNKNOWN_DESTINATION: "unknown_destination",
+    THROTTLED: "throttled",
+    UNKNOWN_ERROR: "failed",
+}
+
+
+def submit_topic(carrier_id: str) -> str:
+    return f"{TOPIC_ROOT}/{carrier_id}/submit"
+
+
+def dlr_topic(carrier_id: str) -> str:
+    return f"{TOPIC_ROOT}/{carrier_id}/dlr"
+
+
+def status_topic(carrier_id: str) -> str:
+    return f"{TOPIC_ROOT}/{carrier_id}/status"
+
+
+def host_status_topic(host_id: str) -> str:
+    return f"{HOST_TOPIC_ROOT}/{host_id}/status"
+
+
+def dlr_shared_subscription(group: str) -> str:
+    """The one subscription a router group uses for every carrier's reports."""
+    return f"$share/{group}/{DLR_ALL}"
+
+
+def carrier_of(topic: str) -> str:
+    """The carrier id in a ``supernet/carrier/<id>/...`` topic."""
+    parts = topic.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise ValueError(f"{topic!r} is not a carrier topic")
+    return parts[2]
+
+
+class SubmitItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str
+    to: str
+    account: str = ""
+    segments: int = 1
+    price: float = 0.0
+    attempt: int = 1
+    encoding: str = "GSM-7"
+
+
+class SubmitBatch(msgspec.Struct, frozen=True):
+    carrier: str
+    reply_to: str
+    items: list[SubmitItem]
+
+
+class SubmitResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str
+    accepted: bool
+    attempt: int = 1
+    code: int | None = None
+    duplicate: bool = False
+    price: float = 0.0
+
+
+class SubmitResultBatch(msgspec.Struct, frozen=True):
+    carrier: str
+    results: list[SubmitResult]
+
+
+class DeliveryReport(msgspec.Struct, frozen=True, omit_defaults=True):
+    id: str
+    carrier: str
+    route: Route
+    status: ReportStatus
+    ts: int
+    account: str = ""
+    code: int | None = None
+    price: float = 0.0
+    currency: str = "USD"
+    segments: int = 1
+    attempt: int = 1
+    encoding: str = "GSM-7"
+
+
+class DeliveryReportBatch(msgspec.Struct, frozen=True):
+    carrier: str
+    reports: list[DeliveryReport]
+
+
+T = TypeVar("T")
+
+
+class Codec(Generic[T]):
+    """One msgpack Encoder and one Decoder for one payload type, built once."""
+
+    __slots__ = ("_decoder", "_encoder", "type")
+
+    def __init__(self, type_: type[T]) -> None:
+        self.type = type_
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(type_)
+
+    def encode(self, value: T) -> bytes:
+        return self._encoder.encode(value)
+
+    def decode(self, payload: bytes) -> T:
+        """Raises msgspec.DecodeError (msgspec.ValidationError) on a malformed payload."""
+        return self._decoder.decode(payload)
+
+
+SUBMIT_BATCH: Final = Codec(SubmitBatch)
+RESULT_BATCH: Final = Codec(SubmitResultBatch)
+REPORT_BATCH: Final = Codec(DeliveryReportBatch)
+
+
+def decode_status(payload: bytes) -> Status:
+    """``online`` or ``offline``; anything else raises ValueError."""
+    if payload == ONLINE:
+        return "online"
+    if payload == OFFLINE:
+        return "offline"
+    raise ValueError(f"carrier status must be 'online' or 'offline', not {payload[:32]!r}")
