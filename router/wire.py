@@ -1,0 +1,79 @@
+"""The customer-facing wire: send requests in, receipts out, dead-letter headers.
+
+One Decoder and one Encoder per type, built once. Decoding is strict about types
+(``"max_price": "5"`` is an error) and ignores unknown fields, so producers may add their
+own. Validation happens here, at the boundary; code behind it trusts the types.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+MessageClass = Literal["otp", "transactional", "marketing"]
+Status = Literal["sent", "failed", "delivered", "undelivered"]
+Route = Literal["direct", "aggregator"]
+
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class SendRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A send request on ``sms.requests`` (JSON; key: the destination number)."""
+
+    id: MessageId
+    to: str
+    body: str
+    account: str = ""
+    sender: str | None = msgspec.field(default=None, name="from")
+    cls: MessageClass = msgspec.field(default="transactional", name="class")
+    max_price: Annotated[float, msgspec.Meta(ge=0)] | None = None  # USD per message
+    validity_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    created_at: int | None = None  # ms since the Unix epoch, set by the producer
+
+
+class FailedAttempt(msgspec.Struct, frozen=True):
+    """An earlier attempt of the same message that a carrier rejected or timed out."""
+
+    carrier: str
+    attempt: int
+    code: int
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """A status event on ``sms.receipts`` (JSON; key: the message id).
+
+    ``price`` is USD for the whole message (price per segment x segments); ``failovers``
+    lists the attempts before ``attempt`` that failed, so every attempt is visible.
+    """
+
+    id: str
+    status: Status
+    ts: int  # ms since the Unix epoch
+    account: str = ""
+    error_code: int | None = None
+    error_message: str | None = None
+    carrier: str | None = None
+    route: Route | None = None
+    attempt: int = 0
+    segments: int = 0
+    encoding: str | None = None
+    price: float | None = None
+    currency: str = "USD"
+    failovers: list[FailedAttempt] = msgspec.field(default_factory=list)
+
+
+REQUEST_DECODER: Final = msgspec.json.Decoder(SendRequest)
+RECEIPT_DECODER: Final = msgspec.json.Decoder(Receipt)
+ENCODER: Final = msgspec.json.Encoder()
+
+# Dead-letter records carry the undecodable bytes unchanged, with these headers.
+DLQ_REASON: Final = "supernet-reason"
+DLQ_TOPIC: Final = "supernet-source-topic"
+DLQ_PARTITION: Final = "supernet-source-partition"
+DLQ_OFFSET: Final = "supernet-source-offset"
+
+
+def decode_request(raw: bytes) -> SendRequest:
+    """Decode one request; raises ``msgspec.DecodeError`` with a readable reason."""
+    return REQUEST_DECODER.decode(raw)
