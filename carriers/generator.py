@@ -166,7 +166,9 @@ def generate(seed: int) -> Generated:
     op_factor: dict[tuple[int, str], float] = {}
 
     for (cc, region, operator), prefixes in sorted(groups.items()):
-        base = f"{region.lower()}-{slug(operator) or 'operator'}"[:60].rstrip("-")
+        # libphonenumber's "001" is the world: non-geographic networks (+881, +882, ...)
+        stem = "intl" if region == "001" else region.lower()
+        base = f"{stem}-{slug(operator) or 'operator'}"[:60].rstrip("-")
         carrier_id, n = base, 2
         while carrier_id in used:
             carrier_id, n = f"{base}-{n}", n + 1
@@ -203,7 +205,7 @@ def generate(seed: int) -> Generated:
             if profile.zone is not None and zone_of(cc) != profile.zone:
                 continue
             cc_regions = numbering.regions_of_country_code(cc)
-            main = cc_regions[0] if cc_regions and cc_regions[0] != "001" else "XX"
+            main = cc_regions[0] if cc_regions and cc_regions[0] != "001" else "INTL"
             regions.update(x for x in cc_regions if x != "001")
             rc = _rng(seed, "aggregator", profile.id, cc)
             country_price = _base_price(seed, cc) * profile.price_factor * rc.uniform(0.9, 1.12)

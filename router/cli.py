@@ -12,7 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("router.infra.cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "router.infra.cli",
+    "carriers.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,257 @@
+"""`supernet network generate|stats` and `supernet carriers`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import structlog
+import uvloop
+from prometheus_client import CollectorRegistry, start_http_server
+
+from carriers import generator, network, scenario
+from carriers.deck import DeckError
+from carriers.host import CarrierHost
+from carriers.ledger import register_metrics
+from carriers.simulation import SimulationFileError
+from router.infra.settings import InfraSettings
+from router.network_file import NetworkFileError
+
+log = structlog.get_logger("carriers.cli")
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _register_network(subparsers)
+    _register_carriers(subparsers)
+
+
+# ---- supernet network ---------------------------------------------------------------
+
+
+def _register_network(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    net = subparsers.add_parser(
+        "network",
+        help="build and describe the simulated super network",
+        description=textwrap.dedent(
+            """\
+            Build the simulated super network from real numbering data (the mobile
+            prefix -> operator data that ships with `phonenumbers`): one direct carrier
+            per operator and country on its real prefixes, plus global and regional
+            aggregators. Writes network.json (what a router may know), simulation.json
+            (the simulator's hidden truth) and decks/<carrier>.csv (rate decks).
+            """
+        ),
+        formatter_class=_FORMATTER,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              supernet network generate --seed 1 --out .supernet/network
+              supernet network stats .supernet/network
+            """
+        ),
+    )
+    sub = net.add_subparsers(dest="network_command", metavar="ACTION", required=True)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate a network directory (same seed, same files, byte for byte)",
+        description="Generate a network directory. Same seed, same files, byte for byte.",
+        formatter_class=_FORMATTER,
+        epilog="example:\n  supernet network generate --seed 1 --out .supernet/network",
+    )
+    gen.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    gen.add_argument("--out", type=Path, required=True, help="directory to write")
+    gen.set_defaults(func=_generate)
+
+    st = sub.add_parser(
+        "stats",
+        help="count carriers, prefixes, country codes and rate lines of a network",
+        description="Describe a generated network directory.",
+        formatter_class=_FORMATTER,
+        epilog="example:\n  supernet network stats .supernet/network",
+    )
+    st.add_argument("directory", type=Path, help="network directory")
+    st.set_defaults(func=_stats)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    generated = generator.generate(args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    generator.write(generated, out)
+    elapsed = time.perf_counter() - started
+    print(f"network {generated.network.name} written to {out} in {elapsed:.1f} s")
+    return _print_stats(out)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    return _print_stats(args.directory)
+
+
+def _print_stats(directory: Path) -> int:
+    try:
+        s = network.stats(directory)
+    except (NetworkFileError, DeckError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = [
+        ("seed", s.seed),
+        ("carriers", s.carriers),
+        ("  direct", s.direct),
+        ("  aggregators", s.aggregators),
+        ("prefixes (distinct)", s.prefixes),
+        ("  on direct carriers", s.direct_prefixes),
+        ("country calling codes", s.country_codes),
+        ("regions", s.regions),
+        ("rate lines", s.rate_lines),
+        ("  direct", s.direct_rate_lines),
+        ("  aggregators", s.aggregator_rate_lines),
+    ]
+    for name, value in rows:
+        print(f"{name:<24}{value:>10}")
+    return 0
+
+
+# ---- supernet carriers --------------------------------------------------------------
+
+
+def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    defaults = InfraSettings.from_env()
+    p = subparsers.add_parser(
+        "carriers",
+        help="run simulated carrier endpoints over MQTT",
+        description=textwrap.dedent(
+            """\
+            Run the carriers of a generated network as MQTT endpoints against Mosquitto.
+            Each carrier answers submits on supernet/carrier/<id>/submit, publishes
+            delivery reports on supernet/carrier/<id>/dlr and keeps a retained status
+            (online/offline, last-will offline) on supernet/carrier/<id>/status; see
+            carriers/protocol.py. One process hosts many carriers; split a network
+            over processes with --only or --shard. SIGTERM or Ctrl-C stops cleanly:
+            statuses go offline and the ledger (ground truth: submits, repeats,
+            delivered, undelivered, reports lost, rejections) is written as JSON.
+            """
+        ),
+        formatter_class=_FORMATTER,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              supernet carriers --network .supernet/network
+              supernet carriers --network .supernet/network --only 'gb-*,agg-eu-*'
+              supernet carriers --network .supernet/network --shard 0/2 --metrics-port 19101
+              supernet carriers --network .supernet/network --scenario outage.toml
+            """
+        ),
+    )
+    p.add_argument("--network", type=Path, required=True, help="generated network directory")
+    p.add_argument(
+        "--only",
+        metavar="PATTERN",
+        help="comma-separated globs over carrier ids, e.g. 'gb-*,agg-*' (default: all)",
+    )
+    p.add_argument("--shard", metavar="K/N", help="host only shard K of N (stable hash of the id)")
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        help="fault scenario TOML (see carriers/scenarios/example.toml)",
+    )
+    p.add_argument("--mqtt-host", default=defaults.host, help=f"(default: {defaults.host})")
+    p.add_argument(
+        "--mqtt-port", type=int, default=defaults.mqtt_port, help=f"(default: {defaults.mqtt_port})"
+    )
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        help="where to write the JSON ledger on exit (default: NETWORK/ledger-<host id>.json)",
+    )
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    p.add_argument("--host-id", help="name of this process in MQTT (default: hostname-pid)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_carriers)
+
+
+def configure_logging(level: str) -> None:
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _carriers(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    raw_id = args.host_id or f"{socket.gethostname()}-{os.getpid()}"
+    host_id = re.sub(r"[^a-z0-9-]+", "-", raw_id.lower()).strip("-") or str(os.getpid())
+    try:
+        shard = network.parse_shard(args.shard) if args.shard else None
+        scen = scenario.load(args.scenario) if args.scenario else None
+        endpoints, ledger = network.load_endpoints(
+            args.network, args.only, shard, now=time.monotonic()
+        )
+    except (
+        network.SelectionError,
+        scenario.ScenarioError,
+        NetworkFileError,
+        SimulationFileError,
+        DeckError,
+    ) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ledger_path: Path = args.ledger or args.network / f"ledger-{host_id}.json"
+    server = None
+    if args.metrics_port is not None:
+        registry = CollectorRegistry()
+        register_metrics(registry, ledger)
+        server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    host = CarrierHost(
+        endpoints,
+        ledger,
+        mqtt_host=args.mqtt_host,
+        mqtt_port=args.mqtt_port,
+        host_id=host_id,
+        scenario=scen,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await host.run(stop)
+
+    try:
+        uvloop.run(main())
+    finally:
+        ledger.write_json(ledger_path)
+        log.info("ledger written", path=str(ledger_path), **_flat(ledger.totals()))
+        if server is not None:
+            server.shutdown()
+    return 0
+
+
+def _flat(totals: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in totals.items() if not isinstance(v, dict)}

@@ -1,0 +1,99 @@
+"""Wire schemas, topics and fault scenarios (pure parts)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from carriers import protocol, scenario
+from carriers.endpoint import Endpoint
+from carriers.ledger import CarrierLedger
+from tests.carriers.carrier_helpers import spec, truth
+
+
+def test_batches_round_trip_as_msgpack() -> None:
+    batch = protocol.SubmitBatch(
+        carrier="gb-ee",
+        reply_to="supernet/router/r1/results",
+        items=[protocol.SubmitItem(id="m1", to="+447700900123", account="AC1", segments=2)],
+    )
+    assert protocol.SUBMIT_BATCH.decode(protocol.SUBMIT_BATCH.encode(batch)) == batch
+    report = protocol.DeliveryReport(
+        id="m1", carrier="gb-ee", route="direct", status="undelivered", ts=1, code=30003
+    )
+    reports = protocol.DeliveryReportBatch("gb-ee", [report])
+    assert protocol.REPORT_BATCH.decode(protocol.REPORT_BATCH.encode(reports)) == reports
+    with pytest.raises(msgspec.DecodeError):
+        protocol.SUBMIT_BATCH.decode(b"\x93garbage")
+
+
+def test_topics() -> None:
+    assert protocol.submit_topic("gb-ee") == "supernet/carrier/gb-ee/submit"
+    assert protocol.carrier_of("supernet/carrier/gb-ee/dlr") == "gb-ee"
+    assert protocol.dlr_shared_subscription("routers") == "$share/routers/supernet/carrier/+/dlr"
+    assert protocol.decode_status(b"offline") == "offline"
+    with pytest.raises(ValueError, match="carrier topic"):
+        protocol.carrier_of("other/gb-ee/dlr")
+
+
+def test_example_scenario_parses_with_every_kind() -> None:
+    s = scenario.load(scenario.example_path())
+    kinds = {type(e) for e in s.events}
+    assert kinds == {
+        scenario.Offline,
+        scenario.LatencySpike,
+        scenario.DeliveryDrop,
+        scenario.LostReports,
+        scenario.Throttle,
+        scenario.PriceChange,
+    }
+
+
+def test_bad_scenarios_say_what_is_wrong() -> None:
+    with pytest.raises(scenario.ScenarioError, match="kind"):
+        scenario.parse('[[events]]\nkind = "meteor"\nat = 1\ncarriers = "*"\n')
+    with pytest.raises(scenario.ScenarioError, match="at must be"):
+        scenario.parse('[[events]]\nkind = "offline"\nat = -1\ncarriers = "*"\n')
+    with pytest.raises(scenario.ScenarioError, match="TOML"):
+        scenario.parse("[[events]\n")
+
+
+def test_timeline_orders_steps_and_reverts() -> None:
+    s = scenario.parse(
+        """
+        [[events]]
+        kind = "offline"
+        at = 5
+        carriers = "a"
+        duration = 10
+        [[events]]
+        kind = "throttle"
+        at = 1
+        carriers = "b"
+        mps = 2
+        """
+    )
+    steps = [(st.at, type(st.event).__name__, st.revert) for st in scenario.timeline(s)]
+    assert steps == [(1, "Throttle", False), (5, "Offline", False), (15, "Offline", True)]
+
+
+def test_steps_change_matching_endpoints_and_undo() -> None:
+    eps = [
+        Endpoint(spec(i), truth(i), {"4477": 0.01}, CarrierLedger(i), 0.0)
+        for i in ("gb-a", "gb-b", "fr-a")
+    ]
+    spike = scenario.Step(0, scenario.LatencySpike(at=0, carriers="gb-*", factor=4.0))
+    assert [e.id for e in scenario.apply(spike, eps)] == ["gb-a", "gb-b"]
+    assert [e.overrides.latency_factor for e in eps] == [4.0, 4.0, 1.0]
+    price = scenario.Step(0, scenario.PriceChange(at=0, carriers="fr-a,gb-b", factor=2.0))
+    scenario.apply(price, eps)
+    out = eps[2].submit(protocol.SubmitItem(id="x", to="+447700900123"), 0.0, 0)
+    assert out is not None
+    assert out.result.price == 0.02
+    throttle = scenario.Step(0, scenario.Throttle(at=0, carriers="gb-a", mps=1.0))
+    scenario.apply(throttle, eps)
+    assert eps[0].bucket.rate == 1.0
+    scenario.apply(scenario.Step(1, throttle.event, revert=True), eps)
+    assert eps[0].bucket.rate == eps[0].truth.throughput_mps
+    scenario.apply(scenario.Step(1, spike.event, revert=True), eps)
+    assert [e.overrides.latency_factor for e in eps] == [1.0, 1.0, 1.0]
