@@ -5,18 +5,17 @@ fields with default values may be omitted by the sender). Build payloads with th
 at the bottom (``SUBMIT_BATCH``, ``RESULT_BATCH``, ``REPORT_BATCH``): one Encoder and one
 Decoder per type, built once.
 
-Topics (``<id>`` is a carrier id, ``[a-z0-9-]``)
-------------------------------------------------
-==================================  ===========  =====  ======  ==========================
-topic                               direction    QoS    retain  payload
-==================================  ===========  =====  ======  ==========================
-``supernet/carrier/<id>/submit``    router->car  1      no      ``SubmitBatch``
-``<reply_to>`` (router's choice,    car->router  1      no      ``SubmitResultBatch``
-e.g. ``supernet/router/<inst>/results``)
-``supernet/carrier/<id>/dlr``       car->routers 1      no      ``DeliveryReportBatch``
-``supernet/carrier/<id>/status``    car->all     1      yes     ``online`` / ``offline``
-``supernet/carriers/host/<host>/status``  host   1      yes     ``online`` / ``offline``
-==================================  ===========  =====  ======  ==========================
+Topics (``<id>`` is a carrier id, ``[a-z0-9-]``; all QoS 1)
+------------------------------------------------------------
+
+- ``supernet/carrier/<id>/submit``: router -> carrier, ``SubmitBatch``;
+- ``<reply_to>`` (the router's choice, e.g. ``supernet/router/<instance>/results``):
+  carrier -> the submitting router, ``SubmitResultBatch``;
+- ``supernet/carrier/<id>/dlr``: carrier -> routers, ``DeliveryReportBatch``;
+- ``supernet/carrier/<id>/status``: retained, ``online`` / ``offline`` (last-will
+  ``offline``);
+- ``supernet/carriers/host/<host id>/status``: retained, ``online`` / ``offline``, one
+  per carrier process (informational).
 
 - Routers read delivery reports through one shared subscription for all carriers,
   ``$share/<group>/supernet/carrier/+/dlr`` (``dlr_shared_subscription(group)``), so each

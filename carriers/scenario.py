@@ -41,7 +41,7 @@ over carrier ids, e.g. ``gb-*``; several globs may be joined with ``,``)::
     [[events]]
     kind = "price_change"     # billed price multiplied by `factor` (visible in results
     at = 30                   # and reports; the deck on disk is unchanged)
-    carriers = "fr-orange"
+    carriers = "fr-bouygues"
     factor = 1.25
 
 Every event without ``duration`` lasts until the end of the run; with one, its change is

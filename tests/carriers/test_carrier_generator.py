@@ -130,3 +130,13 @@ def test_decks_import_with_the_router(network_dir: Path, generated: generator.Ge
     for c in generated.network.carriers[::100] + generated.network.carriers[-16:]:
         rates = routing_deck.load_deck(network_dir / c.deck)
         assert len(rates) == len(generated.decks[c.id])
+
+
+def test_example_scenario_names_carriers_of_the_seed_network(
+    generated: generator.Generated,
+) -> None:
+    from carriers import scenario
+
+    ids = [c.id for c in generated.network.carriers]
+    for event in scenario.load(scenario.example_path()).events:
+        assert any(scenario.matches(event.carriers, i) for i in ids), event.carriers
