@@ -218,6 +218,8 @@ class Endpoint:
             segments=item.segments,
             attempt=item.attempt,
             encoding=item.encoding,
+            country=item.country,
+            submitted_ts=item.ts,
         )
         return Outcome(result, result_at, report, report_at)
 

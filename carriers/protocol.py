@@ -36,7 +36,11 @@ Submit (router -> carrier), ``SubmitBatch``
 ``SubmitItem``: ``id`` (str, the message id: the idempotency key), ``to`` (str, E.164
 with '+'), ``account`` (str), ``segments`` (int >= 1), ``price`` (float, USD per segment
 the router expects from the deck), ``attempt`` (int, 1 for the first carrier tried),
-``encoding`` (``GSM-7`` or ``UCS-2``).
+``encoding`` (``GSM-7`` or ``UCS-2``), ``country`` (str, the destination's ISO region as
+the router resolved it) and ``ts`` (int, the router's submit time in ms since the Unix
+epoch). The carrier echoes ``country`` and ``ts`` in the delivery report so that any
+router can feed its health averages (per carrier and country, with the submit-to-report
+latency) from the report alone.
 
 Submit result (carrier -> ``reply_to``), ``SubmitResultBatch``
 --------------------------------------------------------------
@@ -53,7 +57,7 @@ router needs to write the receipt with no state of its own: ``id``, ``account``,
 ``carrier``, ``route`` (``direct`` or ``aggregator``), ``status`` (``delivered`` or
 ``undelivered``), ``code`` (int or nil), ``price`` (USD per segment billed),
 ``currency`` (``USD``), ``segments``, ``attempt``, ``encoding``, ``ts`` (report time,
-ms since the Unix epoch). A report may never come (lost, as on real networks).
+ms since the Unix epoch), ``country`` and ``submitted_ts`` (echoed from the submit). A report may never come (lost, as on real networks).
 
 Batching: carriers flush a batch at 256 items or 5 ms after its first item, whichever
 comes first (``MAX_BATCH``, ``FLUSH_INTERVAL_S``); routers should batch submits alike.
@@ -161,6 +165,8 @@ class SubmitItem(msgspec.Struct, frozen=True, omit_defaults=True):
     price: float = 0.0
     attempt: int = 1
     encoding: str = "GSM-7"
+    country: str = ""
+    ts: int = 0
 
 
 class SubmitBatch(msgspec.Struct, frozen=True):
@@ -196,6 +202,8 @@ class DeliveryReport(msgspec.Struct, frozen=True, omit_defaults=True):
     segments: int = 1
     attempt: int = 1
     encoding: str = "GSM-7"
+    country: str = ""
+    submitted_ts: int = 0
 
 
 class DeliveryReportBatch(msgspec.Struct, frozen=True):

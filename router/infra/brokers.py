@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import resource
 import shutil
 import subprocess
 import urllib.error
@@ -188,6 +189,12 @@ class Mosquitto(Broker):
 
     def prepare(self) -> None:
         self.require("mosquitto")
+        # A carrier host keeps one connection per carrier (~1,600 for the generated
+        # network): let the broker, which inherits our limits, open that many sockets.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         self.render(
             self.settings.deploy_dir / "mosquitto" / "mosquitto.conf",
             self.dir / "mosquitto.conf",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from carriers import protocol
@@ -50,6 +51,15 @@ def test_accepted_submit_gets_result_then_report_with_receipt_fields() -> None:
     assert r.ts > 1_000_000
     assert e.ledger.accepted == 1
     assert e.ledger.delivered == 1
+
+
+def test_report_echoes_country_and_submit_time_for_the_routers_health() -> None:
+    e = endpoint(truth("c1"))
+    submitted = msgspec.structs.replace(item(2), country="GB", ts=999_000)
+    out = e.submit(submitted, now=100.0, wall_ms=1_000_000)
+    assert out is not None
+    assert out.report is not None
+    assert (out.report.country, out.report.submitted_ts) == ("GB", 999_000)
 
 
 def test_throttled_past_the_cap() -> None:
