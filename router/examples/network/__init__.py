@@ -1,0 +1,1 @@
+"""The example network: `supernet explain` uses it until a generated network exists."""

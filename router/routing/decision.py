@@ -1,0 +1,219 @@
+"""The routing decision: destination, segments, lookup, ranking, throttle and breaker.
+
+``Router.decide`` is the hot path. It is one function on purpose: in CPython every call
+and attribute load costs, so the common case (an E.164 number typed as ``+digits``, an
+ASCII GSM-7 body, a cached ranking, the best carrier free) runs inline, and everything
+else falls through to the general code in ``e164``, ``segments`` and below. The router
+mutates only the throttle's buckets, the half-open breaker it probes and each entry's
+ranking cache; it does no I/O and reads the time from its ``now`` argument.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from router.routing import errors
+from router.routing.e164 import MAX_DIGITS, MIN_DIGITS, normalise
+from router.routing.health import Health
+from router.routing.policy import CLASSES, TRANSACTIONAL, Route, rank
+from router.routing.segments import ASCII_NOT_BASIC, GSM7, MAX_CHARS, PART_GSM7, count
+from router.routing.table import Entry, RouteTable
+from router.routing.throttle import Throttle, bucket_params
+
+BEST_REASON = tuple(
+    f"best {c} route: lowest score (expected cost per delivered message"
+    f"{' plus latency and failure costs' if c != 'marketing' else ''})"
+    for c in CLASSES
+)
+
+
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """Where a message goes, or why it goes nowhere (``code`` != 0)."""
+
+    code: int  # 0 when routed, else an ``errors`` code
+    carrier: str | None
+    price: float  # USD for the whole message: price per segment x segments
+    segments: int
+    encoding: str
+    reason: str
+    country: str
+    routes: tuple[Route, ...]  # the ranked candidates for the class (open breakers left out)
+    chosen: int  # index of the chosen route in ``routes``; -1 when not routed
+    max_price: float | None
+
+    @property
+    def routed(self) -> bool:
+        return self.code == 0
+
+    def fallbacks(self) -> tuple[Route, ...]:
+        """The routes to fail over to, in order: after the chosen one, within max_price."""
+        if self.chosen < 0:
+            return ()
+        rest = self.routes[self.chosen + 1 :]
+        if self.max_price is None:
+            return rest
+        cap, segs = self.max_price, self.segments
+        return tuple(r for r in rest if r.price * segs <= cap)
+
+
+def refusal(code: int, detail: str = "", encoding: str = GSM7, segments: int = 0) -> Decision:
+    reason = errors.DESCRIPTIONS[code] + (f": {detail}" if detail else "")
+    return Decision(code, None, 0.0, segments, encoding, reason, "", (), -1, None)
+
+
+class Router:
+    """The routing core's state: a route table (swappable), health and throttles."""
+
+    __slots__ = ("health", "table", "throttle")
+
+    def __init__(
+        self, table: RouteTable, health: Health | None = None, throttle: Throttle | None = None
+    ) -> None:
+        self.table = table
+        self.health = health or Health()
+        self.throttle = throttle or Throttle()
+
+    def swap(self, table: RouteTable) -> None:
+        """Replace the route table atomically (one reference assignment)."""
+        self.table = table
+
+    def decide(
+        self,
+        to: str,
+        body: str,
+        cls: int = TRANSACTIONAL,
+        max_price: float | None = None,
+        now: float = 0.0,
+    ) -> Decision:
+        """Route one message. ``cls`` indexes ``policy.CLASSES``; ``now`` is monotonic s."""
+        d = to[1:]
+        n = len(d)
+        if not (d.isdigit() and d.isascii() and to[0] == "+" and MIN_DIGITS <= n <= MAX_DIGITS):
+            norm = normalise(to)
+            if norm is None:
+                return refusal(errors.INVALID_DESTINATION, f"{to!r} is not +digits in E.164")
+            d = norm
+            n = len(d)
+        nb = len(body)
+        if body.isascii() and 0 < nb <= MAX_CHARS and ASCII_NOT_BASIC.search(body) is None:
+            segs = 1 if nb <= 160 else -(-nb // PART_GSM7)
+            enc = GSM7
+        else:
+            sg = count(body)
+            if sg.code:
+                return refusal(sg.code, "", sg.encoding, 0)
+            segs = sg.segments
+            enc = sg.encoding
+        table = self.table
+        get = table.by_key.get
+        e = get(d[: table.root])
+        if e is not None:
+            nxt = e.next
+            while nxt:
+                if nxt > n:  # a number shorter than the next level: rare, slow path
+                    e = table.short(d)
+                    break
+                x = get(d[:nxt])
+                if x is None:
+                    break
+                e = x
+                nxt = x.next
+        elif n < table.root:
+            e = table.short(d)
+        if e is None:
+            return refusal(errors.INVALID_DESTINATION, "unknown country code", enc, segs)
+        if n not in e.lengths:
+            return refusal(
+                errors.INVALID_DESTINATION, f"{n} digits is not a valid length", enc, segs
+            )
+        health = self.health
+        if now >= health.deadline:
+            health.tick(now)
+        if e.epoch == health.epoch:
+            routes = e.ranked[cls]
+            if routes is None:
+                routes = self._rank(e, cls)
+        else:
+            routes = self._rank(e, cls)
+        tat = self.throttle.tat
+        half_open = health.half_open
+        i = 0
+        for cid, price, interval, tau, _, _, _, _, _ in routes:
+            if max_price is None or price * segs <= max_price:
+                t = tat.get(cid, now)
+                if t < now:
+                    t = now
+                if t - now <= tau:
+                    tat[cid] = t + interval
+                    if half_open and cid in half_open:
+                        health.probe_taken(cid)
+                    reason = (
+                        BEST_REASON[cls] if not i else self._spill(routes, i, segs, cls, max_price)
+                    )
+                    return Decision(
+                        0, cid, price * segs, segs, enc, reason, e.country, routes, i, max_price
+                    )
+            i += 1  # noqa: SIM113 - counts only skipped routes; enumerate costs every message
+        return self._unroutable(e, routes, segs, enc, max_price)
+
+    def ranked(self, entry: Entry, cls: int) -> tuple[Route, ...]:
+        """The cached order of ``entry``'s carriers for ``cls``, recomputed if stale."""
+        if entry.epoch == self.health.epoch:
+            routes = entry.ranked[cls]
+            if routes is not None:
+                return routes
+        return self._rank(entry, cls)
+
+    def _rank(self, e: Entry, cls: int) -> tuple[Route, ...]:
+        health = self.health
+        if e.epoch != health.epoch:
+            e.ranked = [None, None, None]
+            e.epoch = health.epoch
+        blocked = health.unavailable
+        country = e.country
+        routes = rank(
+            (q for q in e.quotes if q.carrier not in blocked),
+            self.table.carriers,
+            cls,
+            lambda c: health.estimate(c, country),
+            bucket_params,
+        )
+        e.ranked[cls] = routes
+        return routes
+
+    @staticmethod
+    def _spill(
+        routes: tuple[Route, ...], chosen: int, segs: int, cls: int, max_price: float | None
+    ) -> str:
+        skipped = "; ".join(
+            f"{r.carrier} above max_price"
+            if max_price is not None and r.price * segs > max_price
+            else f"{r.carrier} at throughput cap"
+            for r in routes[:chosen]
+        )
+        return f"rank {chosen + 1} for {CLASSES[cls]}, spilled over from: {skipped}"
+
+    def _unroutable(
+        self,
+        e: Entry,
+        routes: tuple[Route, ...],
+        segs: int,
+        enc: str,
+        max_price: float | None,
+    ) -> Decision:
+        quotes = e.quotes
+        if not quotes:
+            return refusal(errors.NO_ROUTE, f"+{e.prefix} ({e.country})", enc, segs)
+        affordable = [q for q in quotes if max_price is None or q.price * segs <= max_price]
+        if not affordable:
+            cheapest = min(q.price for q in quotes) * segs
+            return refusal(
+                errors.NO_ROUTE_WITHIN_PRICE,
+                f"cheapest is {cheapest:.5f} USD for {segs} segment(s), max_price {max_price}",
+                enc,
+                segs,
+            )
+        blocked = self.health.unavailable
+        if all(q.carrier in blocked for q in affordable):
+            return refusal(errors.CARRIER_UNAVAILABLE, "", enc, segs)
+        return refusal(errors.QUEUE_OVERFLOW, "", enc, segs)

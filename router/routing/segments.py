@@ -1,0 +1,72 @@
+"""Message encoding and segment count.
+
+GSM-7 when every character is in the GSM 03.38 basic table or its extension table
+(extension characters such as ``€ [ ] { } ~ ^ | \\`` cost two septets, escape included);
+otherwise UCS-2, counted in UTF-16 code units (so most emoji cost two). One segment holds
+160 septets / 70 units; a concatenated message holds 153 / 67 per part, and a part never
+splits an escape sequence or a surrogate pair. Bodies over 1,600 characters (code points)
+are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+from router.routing import errors
+
+GSM7: Final = "GSM-7"
+UCS2: Final = "UCS-2"
+MAX_CHARS: Final = 1600
+
+GSM7_BASIC: Final = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION: Final = frozenset("\f^{}\\[~]|€")
+
+ASCII_NOT_BASIC: Final = re.compile(r"[^\n\r -Z_a-z]")
+"""For an ASCII body, finds a character outside the GSM-7 basic table (the fast path)."""
+
+SINGLE_GSM7, PART_GSM7 = 160, 153
+SINGLE_UCS2, PART_UCS2 = 70, 67
+
+
+class Segments(NamedTuple):
+    encoding: str
+    segments: int  # 0 when the body is refused (see code)
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    code: int = 0  # 0, or errors.EMPTY_BODY / errors.BODY_TOO_LONG
+
+
+def _parts(costs: list[int], single: int, part: int) -> int:
+    """Parts needed when no character may straddle two parts."""
+    total = sum(costs)
+    if total <= single:
+        return 1
+    if total == len(costs):  # every character costs one unit: plain arithmetic
+        return -(-total // part)
+    parts, used = 1, 0
+    for c in costs:
+        if used + c > part:
+            parts += 1
+            used = 0
+        used += c
+    return parts
+
+
+def count(body: str) -> Segments:
+    """Encoding, segment count and unit count of ``body``, or a refusal code."""
+    n = len(body)
+    if n == 0:
+        return Segments(GSM7, 0, 0, errors.EMPTY_BODY)
+    if n > MAX_CHARS:
+        return Segments(UCS2, 0, n, errors.BODY_TOO_LONG)
+    if body.isascii() and ASCII_NOT_BASIC.search(body) is None:
+        return Segments(GSM7, 1 if n <= SINGLE_GSM7 else -(-n // PART_GSM7), n)
+    basic, ext = GSM7_BASIC, GSM7_EXTENSION
+    if all(ch in basic or ch in ext for ch in body):
+        costs = [2 if ch in ext else 1 for ch in body]
+        return Segments(GSM7, _parts(costs, SINGLE_GSM7, PART_GSM7), sum(costs))
+    costs = [2 if ord(ch) > 0xFFFF else 1 for ch in body]
+    return Segments(UCS2, _parts(costs, SINGLE_UCS2, PART_UCS2), sum(costs))
