@@ -16,7 +16,7 @@ from router.routing import errors
 from router.routing.e164 import MAX_DIGITS, MIN_DIGITS, normalise
 from router.routing.health import Health
 from router.routing.policy import CLASSES, TRANSACTIONAL, Route, rank
-from router.routing.segments import ASCII_NOT_BASIC, GSM7, MAX_CHARS, PART_GSM7, count
+from router.routing.segments import ASCII_BASIC, GSM7, MAX_CHARS, PART_GSM7, count
 from router.routing.table import Entry, RouteTable
 from router.routing.throttle import Throttle, bucket_params
 
@@ -95,7 +95,11 @@ class Router:
             d = norm
             n = len(d)
         nb = len(body)
-        if body.isascii() and 0 < nb <= MAX_CHARS and ASCII_NOT_BASIC.search(body) is None:
+        if (
+            body.isascii()
+            and 0 < nb <= MAX_CHARS
+            and not body.encode().translate(None, ASCII_BASIC)
+        ):
             segs = 1 if nb <= 160 else -(-nb // PART_GSM7)
             enc = GSM7
         else:
@@ -128,7 +132,7 @@ class Router:
             )
         health = self.health
         if now >= health.deadline:
-            health.tick(now)
+            self.tick(now)
         if e.epoch == health.epoch:
             routes = e.ranked[cls]
             if routes is None:
@@ -155,6 +159,13 @@ class Router:
                     )
             i += 1  # noqa: SIM113 - counts only skipped routes; enumerate costs every message
         return self._unroutable(e, routes, segs, enc, max_price)
+
+    def tick(self, now: float) -> None:
+        """Let health publish; drop the cached rankings of the countries that changed."""
+        by_country = self.table.by_country
+        for country in self.health.tick(now):
+            for e in by_country.get(country, ()):
+                e.epoch = -1
 
     def ranked(self, entry: Entry, cls: int) -> tuple[Route, ...]:
         """The cached order of ``entry``'s carriers for ``cls``, recomputed if stale."""

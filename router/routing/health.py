@@ -2,16 +2,20 @@
 
 - Per (carrier, destination country): exponentially weighted moving averages of the
   delivery rate and of the delivery latency, starting from the carrier's advertised
-  figures. Updates only mark the health *dirty*; ``tick`` publishes them by bumping
-  ``epoch`` at most once per ``refresh_s``. Cached rankings carry the epoch they were
-  computed under and are recomputed lazily when it changes, so health reaches the
-  ranking within ``refresh_s`` and no message pays for a full re-rank.
+  figures. Rankings read the *published* value of each average, not the live one.
+  ``tick`` (due every ``refresh_s``) publishes the averages that moved by a material step
+  (``rate_step`` in delivery rate, ``latency_step`` relative latency) and returns their
+  countries; the router then invalidates the cached rankings of those countries' table
+  entries only. Rankings are recomputed lazily, per entry and class, by the next message
+  that needs one: health reaches the ranking within ``refresh_s``, noise does not churn
+  the caches, and no message pays for more than its own entry's re-rank.
 - Per carrier: a circuit breaker. ``failure_threshold`` consecutive submit failures or
   timeouts, a carrier-wide delivery rate collapsing below ``collapse_rate``, or an
   ``offline`` status open it. After ``cooldown_s`` (doubling on each failed probe, up to
   ``max_cooldown_s``) it goes half-open and lets one probe message through; the probe's
   success closes it, its failure opens it again. An offline carrier stays open until it
-  reports ``online``, then it is half-open. Breaker changes bump the epoch at once.
+  reports ``online``, then it is half-open. Breaker changes bump ``epoch`` at once, which
+  invalidates every cached ranking.
 
 Time is always a parameter: monotonic seconds as a float.
 """
@@ -41,12 +45,16 @@ class HealthConfig:
     max_cooldown_s: float = 300.0
     collapse_rate: float = 0.2  # carrier-wide delivery rate that opens the breaker ...
     collapse_min_reports: int = 50  # ... once this many reports have been seen
+    rate_step: float = 0.01  # publish a delivery rate that moved this much (absolute) ...
+    latency_step: float = 0.10  # ... or a latency that moved this much (relative)
 
 
 @dataclass(slots=True)
 class _Average:
     rate: float
     latency_s: float
+    published_rate: float
+    published_latency_s: float
     reports: int = 0
 
 
@@ -67,7 +75,7 @@ class Health:
         "_averages",
         "_breakers",
         "_carrier_avg",
-        "_dirty",
+        "_pending",
         "config",
         "deadline",
         "epoch",
@@ -84,12 +92,19 @@ class Health:
         self._averages: dict[tuple[str, str], _Average] = {}
         self._carrier_avg: dict[str, _Average] = {}
         self._breakers: dict[str, _BreakerState] = {}
-        self._dirty = False
+        self._pending: set[tuple[str, str]] = set()
 
     # -- reading ---------------------------------------------------------------------
 
     def estimate(self, carrier: Carrier, country: str) -> tuple[float, float]:
         """(expected delivery rate, expected latency in seconds) toward ``country``."""
+        avg = self._averages.get((carrier.id, country))
+        if avg is None:
+            return carrier.delivery_rate, carrier.latency_s
+        return avg.published_rate, avg.published_latency_s
+
+    def live(self, carrier: Carrier, country: str) -> tuple[float, float]:
+        """The moving averages as of the last report (possibly not yet published)."""
         avg = self._averages.get((carrier.id, country))
         if avg is None:
             return carrier.delivery_rate, carrier.latency_s
@@ -109,21 +124,30 @@ class Health:
 
     # -- time --------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
-        """Publish pending averages and due breaker transitions; called when due."""
-        changed = self._dirty
-        self._dirty = False
-        next_due = now + self.config.refresh_s
+    def tick(self, now: float) -> set[str]:
+        """Publish moved averages and due breaker transitions; returns the countries
+        whose published averages changed. Called when ``now >= deadline``."""
+        c = self.config
+        countries: set[str] = set()
+        for key in self._pending:
+            m = self._averages[key]
+            if (
+                abs(m.rate - m.published_rate) >= c.rate_step
+                or abs(m.latency_s - m.published_latency_s)
+                >= c.latency_step * m.published_latency_s
+            ):
+                m.published_rate, m.published_latency_s = m.rate, m.latency_s
+                countries.add(key[1])
+        self._pending.clear()
+        next_due = now + c.refresh_s
         for cid, b in self._breakers.items():
             if b.state is Breaker.OPEN and not b.offline:
                 if now >= b.until:
                     self._set(cid, b, Breaker.HALF_OPEN, b.reason)
-                    changed = True
                 else:
                     next_due = min(next_due, b.until)
-        if changed:
-            self.epoch += 1
         self.deadline = next_due
+        return countries
 
     # -- delivery reports ----------------------------------------------------------------
 
@@ -139,20 +163,19 @@ class Health:
         a = self.config.alpha
         key = (carrier.id, country)
         avg = self._averages.get(key)
+        prior = (carrier.delivery_rate, carrier.latency_s)
         if avg is None:
-            avg = self._averages[key] = _Average(carrier.delivery_rate, carrier.latency_s)
+            avg = self._averages[key] = _Average(*prior, *prior)
         whole = self._carrier_avg.get(carrier.id)
         if whole is None:
-            whole = self._carrier_avg[carrier.id] = _Average(
-                carrier.delivery_rate, carrier.latency_s
-            )
+            whole = self._carrier_avg[carrier.id] = _Average(*prior, *prior)
         x = 1.0 if delivered else 0.0
         for m in (avg, whole):
             m.rate += a * (x - m.rate)
             if delivered and latency_s is not None:
                 m.latency_s += a * (latency_s - m.latency_s)
             m.reports += 1
-        self._dirty = True
+        self._pending.add(key)
         c = self.config
         if whole.reports >= c.collapse_min_reports and whole.rate < c.collapse_rate:
             b = self._state(carrier.id)

@@ -96,7 +96,7 @@ def _suffixes(n: int, cache: dict[int, list[str]]) -> list[str]:
 class RouteTable:
     """Compiled carriers, quotes and the lookup dict. Immutable once built."""
 
-    __slots__ = ("budget", "by_key", "carriers", "entries", "root")
+    __slots__ = ("budget", "by_country", "by_key", "carriers", "entries", "root")
 
     def __init__(
         self,
@@ -121,10 +121,14 @@ class RouteTable:
         self.entries = self._inherit(own, countries)
         self.by_key: dict[str, Entry] = {}
         self.root = self._expand(sorted(self.entries, key=len))
+        self.by_country: dict[str, list[Entry]] = {}
+        for e in {id(e): e for e in self.by_key.values()}.values():
+            self.by_country.setdefault(e.country, []).append(e)
 
     @staticmethod
     def _inherit(own: dict[str, list[Quote]], countries: CountryData) -> dict[str, Entry]:
         entries: dict[str, Entry] = {}
+        maps: dict[str, dict[str, Quote]] = {}  # carrier -> quote, per prefix with children
         no_lengths: frozenset[int] = frozenset()
         for p in sorted(own, key=len):
             parent = None
@@ -140,8 +144,12 @@ class RouteTable:
             if parent is None:
                 quotes = tuple(sorted(mine))
             elif mine:
-                merged = {q.carrier: q for q in parent.quotes}
-                merged.update((q.carrier, q) for q in mine)
+                base = maps.get(parent.prefix)
+                if base is None:
+                    base = maps[parent.prefix] = {q.carrier: q for q in parent.quotes}
+                merged = base.copy()
+                for q in mine:
+                    merged[q.carrier] = q
                 quotes = tuple(merged.values())
             else:
                 quotes = parent.quotes
@@ -188,19 +196,20 @@ class RouteTable:
         return root
 
     def _level(self, depth: int, below: list[str]) -> int:
+        """The deepest next level whose key count stays within the budget (upper bound:
+        every expansion counted, overlaps too)."""
         root_keys, node_keys, per_prefix = self.budget
         budget = max(node_keys if depth else root_keys, per_prefix * len(below))
-        deepest = max(len(p) for p in below)
+        histogram: dict[int, int] = {}
+        for p in below:
+            histogram[len(p)] = histogram.get(len(p), 0) + 1
+        deepest = max(histogram)
         best = depth + 1
         for level in range(depth + 1, deepest + 1):
             cost = 0
-            seen: set[str] = set()
-            for p in below:
-                if len(p) <= level:
-                    cost += 10 ** (level - len(p))
-                else:
-                    seen.add(p[:level])
-            if cost + len(seen) > budget:
+            for length, n in histogram.items():
+                cost += n * 10 ** (level - length) if length <= level else n
+            if cost > budget:
                 break
             best = level
         return best

@@ -1,0 +1,516 @@
+"""Hot-path benchmark: full routing decisions per second on one core, with baselines.
+
+Each decision: destination check, encoding and segments, longest-prefix lookup, ranking
+(cached per table entry and class), max_price, breaker and throttle check. Decks of 10k,
+100k and 1M rate lines across >= 1,000 carriers are synthesised from the real mobile
+prefixes in ``phonenumbers`` (operators become direct carriers; 60 aggregators resell
+regions), with number blocks below the operator prefixes as decks grow. Traffic is
+skewed by country (Zipf), then by operator; bodies mix OTP, long, accented, extension-
+character and emoji texts; classes and max_price vary; the clock advances 0.2 ms per
+message (5,000 msg/s) so throttles fill and spill over, and health changes each
+simulated second so cached rankings are invalidated and rebuilt as in production.
+
+Baselines measured in the same run on the same decks and traffic:
+(a) naive: probe every prefix length from the longest, collect the candidates, score
+    and sort them per message;
+(b) SQLite in memory, indexed prefix column, one query per message
+    ``... WHERE prefix IN (all prefixes of the number) ORDER BY length(prefix) DESC, price``.
+
+Timing: throughput is one perf_counter_ns around whole passes over the request list
+(best of --repeat). Per-decision latency times every decision on its own with
+perf_counter_ns and subtracts the median cost of an empty timer pair, so p50/p99 are
+single decisions, not batch averages.
+
+    python benchmarks/hot_path.py                   # 10k, 100k, 1M lines, ~1-2 min
+    python benchmarks/hot_path.py --sizes 10000 --decisions 50000   # quick look
+    python benchmarks/hot_path.py --json out.json --breakdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from router.routing import errors
+from router.routing.decision import Router
+from router.routing.e164 import CountryData, load_country_data
+from router.routing.health import Health
+from router.routing.policy import score
+from router.routing.segments import ASCII_BASIC, PART_GSM7, count
+from router.routing.table import Carrier, RouteTable
+from router.routing.throttle import Throttle, bucket_params
+
+Request = tuple[str, str, int, float | None]
+Decks = dict[str, dict[str, tuple[float, str]]]
+TICK = 0.0002  # simulated seconds between messages (5,000 msg/s)
+
+
+# -- synthetic network and traffic ------------------------------------------------------
+
+
+@dataclass
+class Network:
+    carriers: dict[str, Carrier]
+    decks: Decks
+    lines: int
+
+
+def operators(countries: CountryData) -> dict[str, list[str]]:
+    """(region|operator) -> its real mobile prefixes, from phonenumbers' carrier data."""
+    from phonenumbers.carrierdata import CARRIER_DATA
+
+    ops: dict[str, list[str]] = {}
+    for prefix, names in CARRIER_DATA.items():
+        name = names.get("en")
+        region = countries.country_of(prefix)
+        if not name or region is None:
+            continue
+        ops.setdefault(f"{region}|{name}", []).append(prefix)
+    return ops
+
+
+def build_network(lines: int, countries: CountryData, seed: int) -> Network:
+    rng = random.Random(seed)
+    ops = operators(countries)
+    regions = sorted({k.split("|")[0] for k in ops})
+    base_price = {r: round(rng.uniform(0.002, 0.08), 4) for r in regions}
+    cc_of = {r: p for p, r in sorted(countries.regions.items(), key=lambda x: -len(x[0]))}
+    carriers: dict[str, Carrier] = {}
+    seeds: dict[str, list[str]] = {}  # carrier -> the prefixes its deck starts from
+    for i, (key, prefixes) in enumerate(sorted(ops.items())):
+        cid = f"d{i}"
+        carriers[cid] = Carrier(
+            cid, key, "direct", rng.uniform(0.8, 3.0), rng.uniform(0.9, 0.99),
+            rng.choice([50.0, 100.0, 200.0, 500.0]),
+        )  # fmt: skip
+        seeds[cid] = prefixes
+    for a in range(60):
+        cid = f"agg{a}"
+        carriers[cid] = Carrier(
+            cid, cid, "aggregator", rng.uniform(2.0, 8.0), rng.uniform(0.75, 0.95),
+            rng.choice([500.0, 1000.0, 2000.0]),
+        )  # fmt: skip
+        covered = rng.sample(regions, k=min(len(regions), rng.randint(20, 120)))
+        own = [cc_of[r] for r in covered if r in cc_of]
+        own += [p for k, ps in ops.items() if k.split("|")[0] in covered for p in ps]
+        seeds[cid] = own
+    decks: Decks = {cid: {} for cid in carriers}
+    region_of = countries.country_of
+    total = 0
+    for cid, prefixes in seeds.items():
+        markup = rng.uniform(0.85, 1.3)
+        for p in prefixes:
+            r = region_of(p) or "ZZ"
+            decks[cid][p] = (round(base_price.get(r, 0.05) * markup, 5), r)
+            total += 1
+    # grow the decks with number blocks below their prefixes until `lines` is reached
+    ids = list(carriers)
+    while total < lines:
+        cid = rng.choice(ids)
+        deck = decks[cid]
+        if not deck:
+            continue
+        parent = rng.choice(seeds[cid])
+        block = parent + str(rng.randrange(10 ** rng.randint(1, 3))).zfill(rng.randint(1, 3))
+        if block in deck or len(block) > 12:
+            continue
+        price, r = deck[parent]
+        deck[block] = (round(price * rng.uniform(0.8, 1.2), 5), r)
+        total += 1
+    if total > lines:  # small sizes: keep the busiest seeds only
+        excess = total - lines
+        for cid in reversed(ids):
+            deck = decks[cid]
+            while deck and excess:
+                deck.popitem()
+                excess -= 1
+        total = lines
+    return Network(carriers, decks, total)
+
+
+BODIES = [
+    "Your verification code is {n}. Do not share it with anyone.",
+    "{n} is your login code",
+    "Your order #{n} has shipped and will arrive tomorrow between 9am and 1pm. Track it at "
+    "https://example.com/t/{n} or reply STOP to opt out of delivery updates from us.",
+    "Hello! Our spring sale starts now: up to 50% off everything in store and online until "
+    "Sunday night. Show this message at the till or use code SPRING{n} at checkout. Terms "
+    "apply, see example.com/terms. Reply STOP to unsubscribe from marketing messages.",
+    "Votre code est {n}. Valable 10 minutes. Ne le partagez pas.",
+    "Ihr Code lautet {n}. Gültig für 10 Minuten.",
+    "Total due: €{n} [invoice] ~ pay by Friday",
+    "Tu código es {n} 🔐",
+    "您的验证码是{n}",
+]
+
+
+def traffic(net: Network, countries: CountryData, n: int, seed: int) -> list[Request]:
+    rng = random.Random(seed + 1)
+    ops = operators(countries)
+    by_region: dict[str, list[list[str]]] = {}
+    for key, prefixes in sorted(ops.items()):
+        by_region.setdefault(key.split("|")[0], []).append(prefixes)
+    regions = sorted(by_region)
+    rng.shuffle(regions)
+    weights = [1.0 / (rank + 1) ** 1.1 for rank in range(len(regions))]  # Zipf by country
+    out: list[Request] = []
+    for region in rng.choices(regions, weights, k=n):
+        op = rng.choice(by_region[region])
+        prefix = rng.choice(op)
+        total = max(countries.valid_lengths(region))
+        number = prefix + "".join(rng.choice("0123456789") for _ in range(total - len(prefix)))
+        body = rng.choices(BODIES, [30, 25, 15, 8, 6, 5, 4, 4, 3])[0].format(
+            n=rng.randrange(100_000, 1_000_000)
+        )
+        cls = rng.choices((0, 1, 2), (40, 40, 20))[0]
+        cap = rng.choice((0.02, 0.05, 0.2)) if rng.random() < 0.2 else None
+        out.append(("+" + number, body, cls, cap))
+    return out
+
+
+# -- the three implementations ----------------------------------------------------------
+
+
+def destination_and_segments(to: str, body: str) -> tuple[str, int] | int:
+    """The shared front of the baselines: same checks as the router's fast path."""
+    d = to[1:]
+    if not (d.isdigit() and d.isascii() and to[0] == "+" and 7 <= len(d) <= 15):
+        return errors.INVALID_DESTINATION
+    nb = len(body)
+    if body.isascii() and 0 < nb <= 1600 and not body.encode().translate(None, ASCII_BASIC):
+        return d, (1 if nb <= 160 else -(-nb // PART_GSM7))
+    sg = count(body)
+    return (d, sg.segments) if not sg.code else sg.code
+
+
+class Naive:
+    """Baseline (a): probe every length, collect, score and sort per message."""
+
+    def __init__(self, net: Network, countries: CountryData) -> None:
+        self.index: dict[str, list[tuple[str, float]]] = {}
+        for cid, deck in net.decks.items():
+            for p, (price, _) in deck.items():
+                self.index.setdefault(p, []).append((cid, price))
+        self.carriers = net.carriers
+        self.countries = countries
+        self.health = Health()
+        self.throttle = Throttle()
+        self.params = {cid: bucket_params(c) for cid, c in net.carriers.items()}
+
+    def decide(self, to: str, body: str, cls: int, cap: float | None, now: float) -> object:
+        front = destination_and_segments(to, body)
+        if isinstance(front, int):
+            return front
+        d, segs = front
+        country = self.countries.country_of(d)
+        if country is None or len(d) not in self.countries.valid_lengths(country):
+            return errors.INVALID_DESTINATION
+        seen: dict[str, float] = {}
+        for n in range(len(d), 0, -1):
+            for cid, price in self.index.get(d[:n], ()):
+                if cid not in seen:
+                    seen[cid] = price
+        scored = []
+        for cid, price in seen.items():
+            if cid in self.health.unavailable:
+                continue
+            rate, latency = self.health.estimate(self.carriers[cid], country)
+            scored.append((score(price, rate, latency, cls), price, cid))
+        scored.sort()
+        for _, price, cid in scored:
+            if cap is None or price * segs <= cap:
+                interval, tau = self.params[cid]
+                if self.throttle.take(cid, interval, tau, now):
+                    return cid
+        return errors.NO_ROUTE
+
+
+class Sql:
+    """Baseline (b): the per-message SQL query of database-backed least-cost routers."""
+
+    def __init__(self, net: Network) -> None:
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute("CREATE TABLE rates (prefix TEXT, carrier TEXT, price REAL)")
+        self.db.executemany(
+            "INSERT INTO rates VALUES (?, ?, ?)",
+            ((p, cid, price) for cid, deck in net.decks.items() for p, (price, _) in deck.items()),
+        )
+        self.db.execute("CREATE INDEX rates_prefix ON rates (prefix)")
+        self.queries = {
+            n: "SELECT carrier, price FROM rates WHERE prefix IN ({}) "
+            "ORDER BY length(prefix) DESC, price".format(",".join("?" * n))
+            for n in range(1, 16)
+        }
+        self.unavailable: set[str] = set()
+        self.throttle = Throttle()
+        self.params = {cid: bucket_params(c) for cid, c in net.carriers.items()}
+
+    def decide(self, to: str, body: str, cls: int, cap: float | None, now: float) -> object:
+        front = destination_and_segments(to, body)
+        if isinstance(front, int):
+            return front
+        d, segs = front
+        prefixes = [d[:n] for n in range(1, len(d) + 1)]
+        rows = self.db.execute(self.queries[len(prefixes)], prefixes).fetchall()
+        seen: set[str] = set()
+        for cid, price in rows:  # first row per carrier = its longest prefix
+            if cid in seen:
+                continue
+            seen.add(cid)
+            if cid in self.unavailable or (cap is not None and price * segs > cap):
+                continue
+            interval, tau = self.params[cid]
+            if self.throttle.take(cid, interval, tau, now):
+                return cid
+        return errors.NO_ROUTE
+
+
+# -- measurement ------------------------------------------------------------------------
+
+Decide = Callable[[str, str, int, float | None, float], object]
+
+
+def churn(health: Health, carriers: list[Carrier], rng: random.Random, now: float) -> None:
+    """A few delivery reports, as arrive every second: the next tick re-ranks lazily."""
+    for c in rng.sample(carriers, 3):
+        health.delivery(c, "ZZ", rng.random() < 0.9, 2.0, now)
+
+
+def throughput(
+    decide: Decide,
+    requests: list[Request],
+    total: int,
+    health: Health | None,
+    carriers: list[Carrier],
+    now: float = 0.0,
+) -> tuple[float, float]:
+    """(ns per decision, simulated clock at the end) over ``total`` decisions."""
+    rng = random.Random(7)
+    per_second = int(1 / TICK)
+    done, elapsed = 0, 0
+    n = len(requests)
+    while done < total:
+        chunk = min(per_second, total - done)
+        start = done % n
+        batch = requests[start : start + chunk] or requests[:chunk]
+        if health is not None:
+            churn(health, carriers, rng, now)
+        t0 = time.perf_counter_ns()
+        for to, body, cls, cap in batch:
+            decide(to, body, cls, cap, now)
+            now += TICK
+        elapsed += time.perf_counter_ns() - t0
+        done += len(batch)
+    return elapsed / done, now
+
+
+def latencies(decide: Decide, requests: list[Request], start: float) -> list[float]:
+    """Each decision timed on its own, empty-timer overhead subtracted (ns)."""
+    clock = time.perf_counter_ns
+    empty = []
+    for _ in range(20_000):
+        t0 = clock()
+        empty.append(clock() - t0)
+    overhead = statistics.median(empty)
+    out = []
+    now = start
+    for to, body, cls, cap in requests:
+        t0 = clock()
+        decide(to, body, cls, cap, now)
+        out.append(clock() - t0 - overhead)
+        now += TICK
+    return out
+
+
+def percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+@dataclass
+class Row:
+    lines: int
+    carriers: int
+    prefixes: int
+    table_keys: int
+    build_s: float
+    decisions_per_s: float
+    ns_per_decision: float
+    p50_ns: float
+    p99_ns: float
+    naive_ns: float
+    sqlite_ns: float
+    x_naive: float
+    x_sqlite: float
+
+
+def run_size(lines: int, args: argparse.Namespace, countries: CountryData, say: Console) -> Row:
+    net = build_network(lines, countries, args.seed)
+    requests = traffic(net, countries, args.requests, args.seed)
+    t0 = time.perf_counter()
+    table = RouteTable(net.carriers, net.decks, countries)
+    build_s = time.perf_counter() - t0
+    router = Router(table)
+    carriers = list(net.carriers.values())
+    gc.collect()
+    gc.freeze()
+    ours, now = 1e18, 0.0
+    for _ in range(args.repeat):  # the clock runs on across passes, as the buckets do
+        ns, now = throughput(router.decide, requests, args.decisions, router.health, carriers, now)
+        ours = min(ours, ns)
+    lat = latencies(router.decide, requests[: args.latency_sample], now)
+    naive = Naive(net, countries)
+    naive_ns, now = 1e18, 0.0
+    for _ in range(args.repeat):
+        ns, now = throughput(
+            naive.decide, requests, args.baseline_decisions, naive.health, carriers, now
+        )
+        naive_ns = min(naive_ns, ns)
+    sql = Sql(net)
+    sql_ns, _ = throughput(sql.decide, requests, args.sql_decisions, None, carriers)
+    stats = table.stats()
+    row = Row(
+        lines=net.lines,
+        carriers=len(net.carriers),
+        prefixes=stats["prefixes"],
+        table_keys=stats["keys"],
+        build_s=round(build_s, 2),
+        decisions_per_s=round(1e9 / ours),
+        ns_per_decision=round(ours),
+        p50_ns=round(percentile(lat, 0.50)),
+        p99_ns=round(percentile(lat, 0.99)),
+        naive_ns=round(naive_ns),
+        sqlite_ns=round(sql_ns),
+        x_naive=round(naive_ns / ours, 1),
+        x_sqlite=round(sql_ns / ours, 1),
+    )
+    say.print(f"  {lines:>9,} lines done: {row.decisions_per_s:,} decisions/s", style="dim")
+    gc.unfreeze()
+    del table, router, naive, sql, net
+    gc.collect()
+    return row
+
+
+def breakdown(countries: CountryData, args: argparse.Namespace) -> dict[str, float]:
+    """Cost of each stage of the fast path, measured as cumulative variants (ns)."""
+    net = build_network(100_000, countries, args.seed)
+    requests = traffic(net, countries, args.requests, args.seed)
+    table = RouteTable(net.carriers, net.decks, countries)
+    router = Router(table)
+    get, root = table.by_key.get, table.root
+
+    def loop_only(to: str, body: str, cls: int, cap: float | None, now: float) -> object:
+        return None
+
+    def e164(to: str, body: str, cls: int, cap: float | None, now: float) -> object:
+        d = to[1:]
+        return d.isdigit() and d.isascii() and to[0] == "+" and 7 <= len(d) <= 15
+
+    def segs(to: str, body: str, cls: int, cap: float | None, now: float) -> object:
+        nb = len(body)
+        return body.isascii() and 0 < nb <= 1600 and not body.encode().translate(None, ASCII_BASIC)
+
+    def lookup(to: str, body: str, cls: int, cap: float | None, now: float) -> object:
+        d = to[1:]
+        e = get(d[:root])
+        while e is not None and e.next:
+            x = get(d[: e.next])
+            if x is None:
+                break
+            e = x
+        return e
+
+    stages: list[tuple[str, Decide]] = [
+        ("call + loop", loop_only),
+        ("destination check", e164),
+        ("segments (ASCII fast path)", segs),
+        ("lookup (trie probes)", lookup),
+        ("full decision", router.decide),
+    ]
+    out: dict[str, float] = {}
+    for name, fn in stages:
+        ns, _ = throughput(fn, requests, args.decisions, None, [])
+        out[name] = round(ns)
+    probes = []
+    for to, *_ in requests[:20_000]:
+        d, k = to[1:], 1
+        e = get(d[:root])
+        while e is not None and e.next and e.next <= len(d):
+            k += 1
+            e = get(d[: e.next])
+        probes.append(k)
+    out["mean dict probes per lookup"] = round(statistics.mean(probes), 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="Routing hot path: decisions per second at 10k/100k/1M deck lines, "
+        "against a naive per-message scan and a per-message SQLite query.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument("--sizes", default="10000,100000,1000000", help="deck lines, comma-separated")
+    p.add_argument("--decisions", type=int, default=300_000, help="decisions per timed pass")
+    p.add_argument("--baseline-decisions", type=int, default=60_000, help="for baseline (a)")
+    p.add_argument("--sql-decisions", type=int, default=10_000, help="for baseline (b)")
+    p.add_argument("--requests", type=int, default=100_000, help="distinct requests generated")
+    p.add_argument("--latency-sample", type=int, default=100_000, help="decisions timed singly")
+    p.add_argument("--repeat", type=int, default=3, help="timed passes; the best counts")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--breakdown", action="store_true", help="also time each stage at 100k")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    args = p.parse_args(argv)
+    say = Console()
+    countries = load_country_data()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = [run_size(n, args, countries, say) for n in sizes]
+
+    t = Table(title="supernet routing hot path (one core, CPython "
+              f"{sys.version_info.major}.{sys.version_info.minor})")  # fmt: skip
+    for col in ("deck lines", "carriers", "prefixes", "build s", "decisions/s", "ns/decision",
+                "p50 ns", "p99 ns", "naive ns", "sqlite ns", "x naive", "x sqlite"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            f"{r.lines:,}", f"{r.carriers:,}", f"{r.prefixes:,}", f"{r.build_s}",
+            f"{r.decisions_per_s:,}", f"{r.ns_per_decision:,}", f"{r.p50_ns:,}",
+            f"{r.p99_ns:,}", f"{r.naive_ns:,}", f"{r.sqlite_ns:,}", f"{r.x_naive}",
+            f"{r.x_sqlite}",
+        )  # fmt: skip
+    say.print(t)
+    result: dict[str, object] = {"rows": [asdict(r) for r in rows]}
+    if len(rows) > 1:
+        scale = rows[-1].ns_per_decision / rows[0].ns_per_decision
+        result["cost_largest_vs_smallest"] = round(scale, 2)
+        say.print(f"cost per decision at {rows[-1].lines:,} vs {rows[0].lines:,} lines: "
+                  f"{scale:.2f}x")  # fmt: skip
+    if args.breakdown:
+        parts = breakdown(countries, args)
+        result["breakdown_ns"] = parts
+        bt = Table(title="where the time goes (100k lines, ns per message, each stage alone)")
+        bt.add_column("stage")
+        bt.add_column("ns", justify="right")
+        for k, v in parts.items():
+            bt.add_row(k, f"{v}")
+        say.print(bt)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        say.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
