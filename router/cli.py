@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "router.infra.cli",
     "carriers.cli",
+    "router.load.cli",
     "router.explain",
 )
 
