@@ -1,8 +1,8 @@
 """Rate control as a pure schedule: message k (from 0) is due at ``start + k / rate``.
 
 The shell asks ``take(now)`` how many messages are due and sends them as one batch, then
-sleeps ``wait(now)``: at least a time slice, so that batches are a few milliseconds of
-traffic rather than one message, and no longer than until the next message is due.
+sleeps ``wait(now)``: until a time slice after the last batch, so that batches are a few
+milliseconds of traffic rather than one message, or until the next message is due.
 A shell that falls behind (a slow broker, a busy machine) gets the backlog in batches of
 at most ``max_batch`` without sleeping, so the rate over the run stays right; it never
 runs ahead. No clock is read here: tests drive it with a fake one.
@@ -25,6 +25,7 @@ class Pacer:
     max_batch: int = DEFAULT_MAX_BATCH
     start: float | None = None  # clock reading when the first message was due
     sent: int = field(default=0)
+    last_take: float = field(default=-math.inf)
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and math.isfinite(self.rate)):
@@ -64,6 +65,7 @@ class Pacer:
         """How many to send now (at most ``max_batch``); counts them as sent."""
         if self.start is None:
             self.start = now
+        self.last_take = now
         n = min(self.due(now) - self.sent, self.max_batch)
         if n <= 0:
             return 0
@@ -71,14 +73,16 @@ class Pacer:
         return n
 
     def wait(self, now: float) -> float:
-        """Seconds to sleep before the next ``take``: 0 while behind, else up to the next
-        due message but at least one slice."""
-        if self.done:
+        """Seconds to sleep before the next ``take``: none while a slice's worth or more is
+        overdue; else until the next message is due, but at least a slice after the
+        last ``take`` (so that a small backlog waits to become a batch)."""
+        if self.done or self.start is None:
             return 0.0
-        if self.start is None or self.due(now) > self.sent:
+        backlog = self.due(now) - self.sent
+        if backlog >= min(self.max_batch, max(1.0, self.rate * self.slice_s)):
             return 0.0
         next_due = self.start + self.sent / self.rate
-        return max(self.slice_s, next_due - now)
+        return max(0.0, max(self.last_take + self.slice_s, next_due) - now)
 
     def planned_seconds(self) -> float:
         """How long the run takes at exactly ``rate`` (the last message is due then)."""

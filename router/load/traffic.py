@@ -55,7 +55,8 @@ def country_weights(plan: NumberPlan, mix: Mix) -> dict[str, float]:
     ``tail_share`` over the rest, Zipf by deck size (1/rank)."""
     listed = {r: w for r, w in mix.countries.items() if r in plan.stems and w > 0}
     rest = sorted(
-        (r for r in plan.stems if r not in mix.countries), key=lambda r: (-plan.prefix_counts[r], r)
+        (r for r in plan.stems if r not in mix.countries),
+        key=lambda r: (-plan.prefix_counts.get(r, 0), r),
     )
     tail = mix.tail_share if rest else 0.0
     if not listed:
