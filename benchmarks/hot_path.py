@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--breakdown", action="store_true", help="also time each stage at 100k")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
-    say = Console()
+    say = Console(width=max(Console().width, 150))
     countries = load_country_data()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = [run_size(n, args, countries, say) for n in sizes]

@@ -29,6 +29,9 @@ ASCII_BASIC: Final = bytes(sorted(ord(ch) for ch in GSM7_BASIC if ord(ch) < 128)
 ``body.encode().translate(None, ASCII_BASIC)``: empty when every character is basic
 GSM-7 (one C loop; a regex search costs five times more on a 250-character body)."""
 
+GSM7_ALL: Final = GSM7_BASIC | GSM7_EXTENSION
+ASCII_EXTENSION: Final = bytes(sorted(ord(ch) for ch in GSM7_EXTENSION if ord(ch) < 128))
+
 SINGLE_GSM7, PART_GSM7 = 160, 153
 SINGLE_UCS2, PART_UCS2 = 70, 67
 
@@ -57,17 +60,36 @@ def _parts(costs: list[int], single: int, part: int) -> int:
 
 
 def count(body: str) -> Segments:
-    """Encoding, segment count and unit count of ``body``, or a refusal code."""
+    """Encoding, segment count and unit count of ``body``, or a refusal code.
+
+    Every test is a C-level string operation; only a long message with extension
+    characters or surrogate pairs walks its characters to respect part boundaries.
+    """
     n = len(body)
     if n == 0:
         return Segments(GSM7, 0, 0, errors.EMPTY_BODY)
     if n > MAX_CHARS:
         return Segments(UCS2, 0, n, errors.BODY_TOO_LONG)
-    if body.isascii() and not body.encode().translate(None, ASCII_BASIC):
-        return Segments(GSM7, 1 if n <= SINGLE_GSM7 else -(-n // PART_GSM7), n)
-    basic, ext = GSM7_BASIC, GSM7_EXTENSION
-    if all(ch in basic or ch in ext for ch in body):
-        costs = [2 if ch in ext else 1 for ch in body]
-        return Segments(GSM7, _parts(costs, SINGLE_GSM7, PART_GSM7), sum(costs))
+    if body.isascii():
+        rest = body.encode().translate(None, ASCII_BASIC)
+        if not rest:
+            return Segments(GSM7, 1 if n <= SINGLE_GSM7 else -(-n // PART_GSM7), n)
+        gsm = not rest.translate(None, ASCII_EXTENSION)
+    else:
+        gsm = GSM7_ALL.issuperset(body)
+    if gsm:
+        ext = sum(map(body.count, GSM7_EXTENSION)) if not body.isascii() else len(rest)
+        septets = n + ext
+        if septets <= SINGLE_GSM7:
+            return Segments(GSM7, 1, septets)
+        if not ext:
+            return Segments(GSM7, -(-n // PART_GSM7), n)
+        costs = [2 if ch in GSM7_EXTENSION else 1 for ch in body]
+        return Segments(GSM7, _parts(costs, SINGLE_GSM7, PART_GSM7), septets)
+    units = len(body.encode("utf-16-le")) // 2
+    if units <= SINGLE_UCS2:
+        return Segments(UCS2, 1, units)
+    if units == n:
+        return Segments(UCS2, -(-n // PART_UCS2), n)
     costs = [2 if ord(ch) > 0xFFFF else 1 for ch in body]
-    return Segments(UCS2, _parts(costs, SINGLE_UCS2, PART_UCS2), sum(costs))
+    return Segments(UCS2, _parts(costs, SINGLE_UCS2, PART_UCS2), units)
