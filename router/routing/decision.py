@@ -177,8 +177,9 @@ class Router:
 
     def _rank(self, e: Entry, cls: int) -> tuple[Route, ...]:
         health = self.health
-        if e.epoch != health.epoch:
-            e.ranked = [None, None, None]
+        ranked = e.ranked
+        if e.epoch != health.epoch or isinstance(ranked, tuple):
+            ranked = e.ranked = [None, None, None]
             e.epoch = health.epoch
         blocked = health.unavailable
         country = e.country
@@ -189,7 +190,7 @@ class Router:
             lambda c: health.estimate(c, country),
             bucket_params,
         )
-        e.ranked[cls] = routes
+        ranked[cls] = routes
         return routes
 
     @staticmethod

@@ -76,12 +76,17 @@ def rank(
     bucket: BucketParams,
 ) -> tuple[Route, ...]:
     """Every quote as a Route, best first, for message class ``cls``."""
+    new = tuple.__new__  # C-level construction: a NamedTuple's own __new__ is Python code
     routes = []
-    for q in quotes:
-        c = carriers[q.carrier]
+    for carrier, price, prefix, _ in quotes:
+        c = carriers[carrier]
         rate, latency = estimate(c)
         interval, tau = bucket(c)
-        s = score(q.price, rate, latency, cls)
-        routes.append(Route(q.carrier, q.price, interval, tau, s, rate, latency, q.prefix, c.kind))
-    routes.sort(key=lambda r: (r.score, r.price, r.carrier))
+        s = score(price, rate, latency, cls)
+        routes.append(new(Route, (carrier, price, interval, tau, s, rate, latency, prefix, c.kind)))
+    routes.sort(key=_order)
     return tuple(routes)
+
+
+def _order(r: Route) -> tuple[float, float, str]:
+    return (r[4], r[1], r[0])  # score, price, carrier

@@ -56,6 +56,9 @@ class Quote(NamedTuple):
     destination: str
 
 
+_UNRANKED: tuple[None, None, None] = (None, None, None)
+
+
 class Entry:
     """What a table key resolves to. ``ranked`` caches per-class orders (see Router)."""
 
@@ -75,7 +78,8 @@ class Entry:
         self.quotes = quotes  # one per carrier, each at its longest matching prefix
         self.next = next_len  # length of the next trie level below this key; 0: leaf
         self.epoch = -1  # health epoch the cached orders were computed under
-        self.ranked: list[tuple[Route, ...] | None] = [None, None, None]
+        # per class; a shared empty tuple until first ranked (saves a list per entry)
+        self.ranked: list[tuple[Route, ...] | None] | tuple[None, None, None] = _UNRANKED
 
     def branch(self, next_len: int) -> Entry:
         return Entry(self.prefix, self.country, self.lengths, self.quotes, next_len)
