@@ -139,6 +139,8 @@ class Router:
                 routes = self._rank(e, cls)
         else:
             routes = self._rank(e, cls)
+        if max_price is not None and e.cheapest * segs > max_price:
+            return self._unroutable(e, routes, segs, enc, max_price)
         tat = self.throttle.tat
         half_open = health.half_open
         i = 0
@@ -216,15 +218,15 @@ class Router:
         quotes = e.quotes
         if not quotes:
             return refusal(errors.NO_ROUTE, f"+{e.prefix} ({e.country})", enc, segs)
-        affordable = [q for q in quotes if max_price is None or q.price * segs <= max_price]
-        if not affordable:
-            cheapest = min(q.price for q in quotes) * segs
+        if max_price is not None and e.cheapest * segs > max_price:
             return refusal(
                 errors.NO_ROUTE_WITHIN_PRICE,
-                f"cheapest is {cheapest:.5f} USD for {segs} segment(s), max_price {max_price}",
+                f"cheapest is {e.cheapest * segs:.5f} USD for {segs} segment(s), "
+                f"max_price {max_price}",
                 enc,
                 segs,
             )
+        affordable = [q for q in quotes if max_price is None or q.price * segs <= max_price]
         blocked = self.health.unavailable
         if all(q.carrier in blocked for q in affordable):
             return refusal(errors.CARRIER_UNAVAILABLE, "", enc, segs)

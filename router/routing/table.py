@@ -21,6 +21,7 @@ A rebuilt ``RouteTable`` replaces the old one by a single assignment
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -62,7 +63,7 @@ _UNRANKED: tuple[None, None, None] = (None, None, None)
 class Entry:
     """What a table key resolves to. ``ranked`` caches per-class orders (see Router)."""
 
-    __slots__ = ("country", "epoch", "lengths", "next", "prefix", "quotes", "ranked")
+    __slots__ = ("cheapest", "country", "epoch", "lengths", "next", "prefix", "quotes", "ranked")
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class Entry:
         self.country = country  # ISO region, or "ZZ" when the prefix names no country
         self.lengths = lengths  # valid total digit counts for numbers in that country
         self.quotes = quotes  # one per carrier, each at its longest matching prefix
+        self.cheapest = min([q.price for q in quotes]) if quotes else math.inf  # per segment
         self.next = next_len  # length of the next trie level below this key; 0: leaf
         self.epoch = -1  # health epoch the cached orders were computed under
         # per class; a shared empty tuple until first ranked (saves a list per entry)
