@@ -140,7 +140,9 @@ class Endpoint:
 
     def _reject(self, item: protocol.SubmitItem, code: int, at: float) -> Outcome:
         self.ledger.reject(protocol.REJECT_REASONS[code])
-        result = protocol.SubmitResult(id=item.id, accepted=False, attempt=item.attempt, code=code)
+        result = protocol.SubmitResult(
+            id=item.id, carrier=self.spec.id, accepted=False, attempt=item.attempt, code=code
+        )
         return Outcome(result, at)
 
     def submit(self, item: protocol.SubmitItem, now: float, wall_ms: int) -> Outcome | None:
@@ -162,7 +164,12 @@ class Endpoint:
         if first is not None:
             ledger.repeats += 1
             result = protocol.SubmitResult(
-                id=item.id, accepted=True, attempt=item.attempt, duplicate=True, price=first[0]
+                id=item.id,
+                carrier=self.spec.id,
+                accepted=True,
+                attempt=item.attempt,
+                duplicate=True,
+                price=first[0],
             )
             # never answer a repeat before the original
             return Outcome(result, max(result_at, first[1]))
@@ -182,7 +189,7 @@ class Endpoint:
         self._remember(item.id, billed, result_at)
         ledger.accepted += 1
         result = protocol.SubmitResult(
-            id=item.id, accepted=True, attempt=item.attempt, price=billed
+            id=item.id, carrier=self.spec.id, accepted=True, attempt=item.attempt, price=billed
         )
 
         probability, latency_factor = self._delivery(digits)

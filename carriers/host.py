@@ -95,8 +95,10 @@ class CarrierHost:
         self._heap: list[_Due] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._batches: dict[tuple[str, str | None], _Batch] = {}
-        self._queue: asyncio.Queue[tuple[str, bytes, str, int]] = asyncio.Queue(PUBLISH_QUEUE)
+        # One batch per router reply topic (results) and one for every report (None).
+        self._batches: dict[str | None, _Batch] = {}
+        # (topic, payload, reports per carrier in it): the ledger counts reports when sent
+        self._queue: asyncio.Queue[tuple[str, bytes, dict[str, int]]] = asyncio.Queue(PUBLISH_QUEUE)
         self._status_changed = {cid: asyncio.Event() for cid in endpoints}
         self._stopping = asyncio.Event()
         self._draining = False
@@ -124,13 +126,21 @@ class CarrierHost:
             presence = [tg.create_task(self._presence(cid)) for cid in self.endpoints]
             if not presence:
                 self._all_present.set()
-            topics = [(protocol.submit_topic(cid), 1) for cid in self.endpoints]
+            topics = [(protocol.host_submit_topic(self.host_id), 1)]
+            topics += [(protocol.submit_topic(cid), 1) for cid in self.endpoints]
             for i in range(0, len(topics), SUBSCRIBE_CHUNK):
                 await client.subscribe(topics[i : i + SUBSCRIBE_CHUNK])
             receiver = tg.create_task(self._receive(client))
             pump = tg.create_task(self._pump())
             publishers = [tg.create_task(self._publish(client)) for _ in range(PUBLISHERS)]
             await self._all_present.wait()
+            directory = protocol.HostDirectory(self.host_id, sorted(self.endpoints))
+            await client.publish(
+                protocol.directory_topic(self.host_id),
+                protocol.DIRECTORY.encode(directory),
+                qos=1,
+                retain=True,
+            )
             await client.publish(
                 protocol.host_status_topic(self.host_id), protocol.ONLINE, qos=1, retain=True
             )
@@ -158,6 +168,8 @@ class CarrierHost:
             for event in self._status_changed.values():
                 event.set()
             await asyncio.gather(*presence, return_exceptions=False)
+            # An empty retained payload deletes the directory entry.
+            await client.publish(protocol.directory_topic(self.host_id), b"", qos=1, retain=True)
             await client.publish(
                 protocol.host_status_topic(self.host_id), protocol.OFFLINE, qos=1, retain=True
             )
@@ -214,21 +226,30 @@ class CarrierHost:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         decode = protocol.SUBMIT_BATCH.decode
+        host_topic = protocol.host_submit_topic(self.host_id)
+        endpoints = self.endpoints
         async for message in client.messages:
+            topic = message.topic.value
             try:
-                carrier_id = protocol.carrier_of(message.topic.value)
-                endpoint = self.endpoints[carrier_id]
+                # On a carrier's own topic, items without a carrier are for that carrier.
+                default = "" if topic == host_topic else protocol.carrier_of(topic)
                 payload = message.payload
                 if not isinstance(payload, bytes | bytearray):
                     raise TypeError("payload is not bytes")
                 batch = decode(bytes(payload))
-            except (ValueError, KeyError, TypeError, msgspec.DecodeError) as e:
-                log.warning("malformed submit dropped", topic=message.topic.value, error=str(e))
+            except (ValueError, TypeError, msgspec.DecodeError) as e:
+                log.warning("malformed submit dropped", topic=topic, error=str(e))
                 continue
             now = self.clock()
             wall_ms = time.time_ns() // 1_000_000
             heap, seq = self._heap, self._seq
             for item in batch.items:
+                carrier_id = item.carrier or default
+                endpoint = endpoints.get(carrier_id)
+                if endpoint is None:
+                    log.warning("submit for a carrier not hosted here dropped",
+                                carrier=carrier_id, topic=topic)  # fmt: skip
+                    continue
                 outcome = endpoint.submit(item, now, wall_ms)
                 if outcome is None:
                     continue
@@ -255,7 +276,7 @@ class CarrierHost:
                     due.at = now + OFFLINE_RETRY_S
                     heapq.heappush(heap, due)
                     continue
-                key = (due.carrier, due.reply_to)
+                key = due.reply_to
                 batch = batches.get(key)
                 if batch is None:
                     batch = batches[key] = _Batch(now + protocol.FLUSH_INTERVAL_S, [])
@@ -276,30 +297,33 @@ class CarrierHost:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    async def _flush(self, key: tuple[str, str | None]) -> None:
-        batch = self._batches.pop(key)
-        carrier_id, reply_to = key
+    async def _flush(self, reply_to: str | None) -> None:
+        batch = self._batches.pop(reply_to)
         if reply_to is None:
             reports = [r for r in batch.items if isinstance(r, protocol.DeliveryReport)]
+            counts: dict[str, int] = {}
+            for r in reports:
+                counts[r.carrier] = counts.get(r.carrier, 0) + 1
             payload = protocol.REPORT_BATCH.encode(
-                protocol.DeliveryReportBatch(carrier_id, reports)
+                protocol.DeliveryReportBatch(self.host_id, reports)
             )
-            await self._queue.put(
-                (protocol.dlr_topic(carrier_id), payload, carrier_id, len(reports))
-            )
+            await self._queue.put((protocol.host_dlr_topic(self.host_id), payload, counts))
         else:
             results = [r for r in batch.items if isinstance(r, protocol.SubmitResult)]
-            payload = protocol.RESULT_BATCH.encode(protocol.SubmitResultBatch(carrier_id, results))
-            await self._queue.put((reply_to, payload, carrier_id, 0))
+            payload = protocol.RESULT_BATCH.encode(
+                protocol.SubmitResultBatch(self.host_id, results)
+            )
+            await self._queue.put((reply_to, payload, {}))
 
     async def _publish(self, client: aiomqtt.Client) -> None:
         queue = self._queue
+        ledger = self.ledger
         while True:
-            topic, payload, carrier_id, reports = await queue.get()
+            topic, payload, reports = await queue.get()
             try:
                 await client.publish(topic, payload, qos=1)
-                if reports:
-                    self.ledger[carrier_id].reports_sent += reports
+                for carrier_id, n in reports.items():
+                    ledger[carrier_id].reports_sent += n
             finally:
                 queue.task_done()
 

@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "router.infra.cli",
     "carriers.cli",
     "router.load.cli",
+    "router.worker_cli",
     "router.explain",
 )
 

@@ -28,10 +28,16 @@ __all__ = [
 ]
 
 
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+"""The largest record supernet's topics take: a producer's garbage, however big, must
+still fit into the dead-letter topic unchanged."""
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
     partitions: int
+    max_record_bytes: int = MAX_RECORD_BYTES
 
 
 def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
@@ -43,6 +49,7 @@ def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "linger_ms": 2,
         "max_batch_size": 256 * 1024,
+        "max_request_size": MAX_RECORD_BYTES + 64 * 1024,
         "client_id": "supernet",
     }
     settings.update(overrides)
@@ -58,6 +65,7 @@ def consumer(bootstrap: str, group: str | None, *topics: str, **overrides: Any) 
         "auto_offset_reset": "earliest",
         "max_poll_records": 2000,
         "fetch_max_wait_ms": 50,
+        "max_partition_fetch_bytes": MAX_RECORD_BYTES + 64 * 1024,
         "client_id": "supernet",
     }
     settings.update(overrides)
@@ -71,7 +79,12 @@ async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec]) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+            NewTopic(
+                t.name,
+                num_partitions=t.partitions,
+                replication_factor=1,
+                topic_configs={"max.message.bytes": str(t.max_record_bytes)},
+            )
             for t in topics
             if t.name not in existing
         ]

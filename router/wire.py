@@ -75,5 +75,6 @@ DLQ_OFFSET: Final = "supernet-source-offset"
 
 
 def decode_request(raw: bytes) -> SendRequest:
-    """Decode one request; raises ``msgspec.DecodeError`` with a readable reason."""
+    """Decode one request; raises ``msgspec.DecodeError`` (``UnicodeDecodeError`` for bad
+    UTF-8 inside a string), both ValueErrors with a readable reason."""
     return REQUEST_DECODER.decode(raw)

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
+import msgspec
 import pytest
 
 from carriers import network, protocol, scenario
@@ -125,6 +126,35 @@ async def test_submit_ack_report_round_trip(
     )
 
 
+async def test_host_directory_and_one_batch_for_many_carriers(
+    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
+) -> None:
+    """A process announces its carriers (retained) and takes one submit batch for all of
+    them on its host topic; results and reports name their carriers."""
+    cids = [f"{uid}-h{i}" for i in range(3)]
+    directory = small_network([truth(c) for c in cids])
+    reply = f"test/{uid}/results"
+    host_id = f"test-{os.getpid()}"
+    async with running(directory, mqtt_host, mqtt_port) as host:
+        async with client(mqtt_host, mqtt_port, protocol.directory_topic(host_id)) as d:
+            async with asyncio.timeout(WAIT_S):
+                message = await anext(aiter(d.messages))
+        assert isinstance(message.payload, bytes)
+        announced = protocol.DIRECTORY.decode(message.payload)
+        assert announced.host == host_id
+        assert set(cids) <= set(announced.carriers)
+        batch = [
+            msgspec.structs.replace(item, carrier=cids[i % 3]) for i, item in enumerate(items(30))
+        ]
+        async with client(mqtt_host, mqtt_port, reply, f"$share/{uid}/{protocol.DLR_ALL}") as c:
+            payload = protocol.SUBMIT_BATCH.encode(protocol.SubmitBatch("", reply, batch))
+            await c.publish(protocol.host_submit_topic(host_id), payload, qos=1)
+            results, reports = await collect(c, lambda r, d: len(r) >= 30 and len(d) >= 30)
+    assert {(r.id, r.carrier) for r in results} == {(i.id, i.carrier) for i in batch}
+    assert {(r.id, r.carrier) for r in reports} == {(i.id, i.carrier) for i in batch}
+    assert [host.ledger[c].accepted for c in cids] == [10, 10, 10]
+
+
 async def test_throttling_past_the_cap_and_unknown_destination(
     small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
 ) -> None:
@@ -152,7 +182,7 @@ async def test_repeated_ids_are_acknowledged_and_not_delivered_twice(
     reply = f"test/{uid}/results"
     async with (
         running(directory, mqtt_host, mqtt_port) as host,
-        client(mqtt_host, mqtt_port, reply, protocol.dlr_topic(cid)) as c,
+        client(mqtt_host, mqtt_port, reply, protocol.host_dlr_topic(f"test-{os.getpid()}")) as c,
     ):
         await submit(c, cid, reply, items(10))
         first, reports = await collect(c, lambda r, d: len(r) >= 10 and len(d) >= 10)

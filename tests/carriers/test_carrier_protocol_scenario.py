@@ -30,7 +30,10 @@ def test_batches_round_trip_as_msgpack() -> None:
 def test_topics() -> None:
     assert protocol.submit_topic("gb-ee") == "supernet/carrier/gb-ee/submit"
     assert protocol.carrier_of("supernet/carrier/gb-ee/dlr") == "gb-ee"
-    assert protocol.dlr_shared_subscription("routers") == "$share/routers/supernet/carrier/+/dlr"
+    assert protocol.dlr_shared_subscription("routers") == (
+        "$share/routers/supernet/carriers/host/+/dlr"
+    )
+    assert protocol.host_of("supernet/carriers/host/h1/dlr") == "h1"
     assert protocol.decode_status(b"offline") == "offline"
     with pytest.raises(ValueError, match="carrier topic"):
         protocol.carrier_of("other/gb-ee/dlr")

@@ -1,0 +1,330 @@
+"""One router worker: Kafka in, route, submit over MQTT, receipts out, offsets committed
+only below the lowest request without a durable outcome.
+
+The worker is the imperative shell around ``Pipeline``: it owns the Kafka consumer and
+producer, the carrier link, the timers, backpressure (pausing partitions), rebalances and
+shutdown. A failure of any part (broker connection lost, a receipt Kafka would not take)
+ends the process with a non-zero exit, loudly; the fleet or Kubernetes restarts it, and
+the requests it had in flight are read again by whoever owns their partitions then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+
+from router import kafka, wire
+from router.carrier_link import CarrierLink
+from router.metrics import BREAKER_VALUES, Metrics
+from router.offsets import OffsetTracker
+from router.pipeline import Done, Pipeline
+from router.routing.decision import Router
+from router.routing.network import load_network
+from router.settings import WorkerSettings
+
+log = structlog.get_logger("router.worker")
+
+PartitionKey = tuple[kafka.TopicPartition, int]  # (partition, assignment generation)
+
+TIMER_S = 0.01  # submit timeouts and held requests are looked at this often
+GAUGES_S = 1.0
+RESUME_AT = 0.75  # intake resumes below this share of max_in_flight
+REVOKE_DRAIN_S = 5.0  # how long a rebalance waits for the revoked partitions' work
+
+
+class KafkaSink:
+    """Receipts and dead letters to Kafka. ``on_durable`` runs once Kafka acknowledged the
+    record; a record Kafka refused after its retries is fatal (``failed`` raises)."""
+
+    def __init__(self, producer: kafka.AIOKafkaProducer, receipts: str, dead_letter: str) -> None:
+        self.producer = producer
+        self.receipts_topic = receipts
+        self.dead_letter_topic = dead_letter
+        self._queue: deque[
+            tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, Done | None]
+        ] = deque()
+        self._wakeup = asyncio.Event()
+        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.unacked = 0
+
+    def receipt(self, receipt: wire.Receipt, on_durable: Done | None) -> None:
+        self._queue.append(
+            (
+                self.receipts_topic,
+                receipt.id.encode(),
+                wire.ENCODER.encode(receipt),
+                None,
+                on_durable,
+            )
+        )
+        self._wakeup.set()
+
+    def dead_letter(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        on_durable: Done,
+    ) -> None:
+        self._queue.append((self.dead_letter_topic, key, value, headers, on_durable))
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        send = self.producer.send
+        queue = self._queue
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while queue:
+                topic, key, value, headers, on_durable = queue.popleft()
+                future = await send(topic, value, key=key, headers=headers)
+                self.unacked += 1
+                future.add_done_callback(lambda f, cb=on_durable: self._acked(f, cb))
+
+    def _acked(self, future: asyncio.Future[object], on_durable: Done | None) -> None:
+        self.unacked -= 1
+        if future.cancelled() or future.exception() is not None:
+            if not self._failed.done():
+                error = future.exception() if not future.cancelled() else None
+                self._failed.set_exception(
+                    RuntimeError(f"Kafka did not take an outcome record: {error!r}")
+                )
+            return
+        if on_durable is not None:
+            on_durable()
+
+    async def failed(self) -> None:
+        """Raises when a record could not be written; never returns otherwise."""
+        await self._failed
+
+    async def flush(self) -> None:
+        while self._queue:  # noqa: ASYNC110 - run() empties it; flush is rare (shutdown)
+            await asyncio.sleep(0.005)
+        await self.producer.flush()
+
+
+class Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[kafka.TopicPartition]) -> None:
+        await self.worker.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
+        self.worker.assign(assigned)
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.tracker: OffsetTracker[PartitionKey] = OffsetTracker()
+        self.generation: dict[kafka.TopicPartition, int] = {}  # tp -> current assignment's key
+        self._generations = 0
+        self.paused = False
+        self.stop = asyncio.Event()
+        self.consumer: kafka.AIOKafkaConsumer | None = None
+
+    # -- partitions and offsets ---------------------------------------------------------
+
+    def assign(self, assigned: set[kafka.TopicPartition]) -> None:
+        # Records are tracked per (partition, generation): outcomes that finish after a
+        # partition was revoked (and maybe assigned back) never touch the new bookkeeping.
+        for tp in assigned:
+            self._generations += 1
+            self.generation[tp] = self._generations
+        self.paused = False
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def revoke(self, revoked: set[kafka.TopicPartition]) -> None:
+        keys = [(tp, self.generation[tp]) for tp in revoked if tp in self.generation]
+        deadline = time.monotonic() + REVOKE_DRAIN_S
+        # Polls counters that the outcome callbacks update; 20 ms is fine for a rebalance.
+        while any(self.tracker.pending(k) for k in keys) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        offsets: dict[kafka.TopicPartition, int] = {}
+        for key in keys:
+            offset = self.tracker.committable(key)
+            if offset is not None:
+                offsets[key[0]] = offset
+        if offsets and self.consumer is not None:
+            try:
+                await self.consumer.commit(offsets)
+            except (kafka.CommitFailedError, kafka.KafkaError) as e:
+                log.warning("commit on revoke failed; the new owner re-reads", error=str(e))
+        abandoned = sum(self.tracker.forget(k) for k in keys)
+        for tp in revoked:
+            self.generation.pop(tp, None)
+        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked),
+                 abandoned_in_flight=abandoned)  # fmt: skip
+
+    async def commit(self) -> None:
+        if self.consumer is None:
+            return  # not consuming yet
+        current = {(tp, gen) for tp, gen in self.generation.items()}
+        moved = {k: o for k, o in self.tracker.to_commit().items() if k in current}
+        if not moved:
+            return
+        offsets = {key[0]: offset for key, offset in moved.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except kafka.CommitFailedError as e:
+            log.warning("commit failed (rebalance); retried with the next commit", error=str(e))
+            return
+        self.tracker.committed(moved)
+        self.metrics.commits.inc()
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        network_dir = s.network_dir()
+        table = load_network(network_dir)
+        router = Router(table)
+        log.info("network loaded", network=str(network_dir), carriers=len(table.carriers))
+        await kafka.ensure_topics(
+            s.bootstrap,
+            [kafka.TopicSpec(t, s.partitions)
+             for t in (s.requests_topic, s.receipts_topic, s.dead_letter_topic)],
+        )  # fmt: skip
+        producer = kafka.producer(s.bootstrap, client_id=f"supernet-{s.instance}")
+        async with contextlib.AsyncExitStack() as stack:
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            sink = KafkaSink(producer, s.receipts_topic, s.dead_letter_topic)
+            link = CarrierLink(s.mqtt_host, s.mqtt_port, s.instance, s.dlr_group)
+            pipeline = Pipeline(
+                router, table.carriers, link, sink, self.tracker, self.metrics,
+                submit_timeout_s=s.submit_timeout_s, max_attempts=s.max_attempts,
+            )  # fmt: skip
+            link.handler = pipeline
+            async with asyncio.TaskGroup() as tg:
+                background = [
+                    tg.create_task(link.run(), name="carrier-link"),
+                    tg.create_task(sink.run(), name="kafka-sink"),
+                    tg.create_task(sink.failed(), name="kafka-sink-watch"),
+                    tg.create_task(self._timers(pipeline), name="timers"),
+                    tg.create_task(self._committer(), name="committer"),
+                    tg.create_task(self._gauges(router, list(table.carriers)), name="gauges"),
+                ]
+                async with asyncio.timeout(30):
+                    await link.ready.wait()
+                consumer = self.consumer = kafka.consumer(
+                    s.bootstrap, s.group, client_id=f"supernet-{s.instance}",
+                    max_poll_interval_ms=60_000, session_timeout_ms=10_000,
+                    heartbeat_interval_ms=2_000,
+                )  # fmt: skip
+                await consumer.start()
+                stack.push_async_callback(consumer.stop)
+                consumer.subscribe([s.requests_topic], listener=Rebalance(self))
+                log.info("worker up", instance=s.instance, group=s.group)
+                await self._intake(consumer, pipeline)
+                await self._drain(link, sink)
+                for task in background:
+                    task.cancel()
+
+    async def _intake(self, consumer: kafka.AIOKafkaConsumer, pipeline: Pipeline) -> None:
+        s = self.settings
+        tracker = self.tracker
+        high, low = s.max_in_flight, int(s.max_in_flight * RESUME_AT)
+        take = pipeline.take
+        observe = self.metrics.decision_seconds.observe
+        while not self.stop.is_set():
+            busy = tracker.in_flight >= high or bool(pipeline.held)
+            if busy and not self.paused:
+                consumer.pause(*consumer.assignment())
+                self.paused = True
+                self.metrics.paused_partitions.set(len(consumer.assignment()))
+            elif self.paused and tracker.in_flight < low and not pipeline.held:
+                consumer.resume(*consumer.assignment())
+                self.paused = False
+                self.metrics.paused_partitions.set(0)
+            room = max(1, high - tracker.in_flight)
+            batches = await consumer.getmany(timeout_ms=100, max_records=min(room, 2000))
+            generation = self.generation
+            for tp, records in batches.items():
+                key = (tp, generation.get(tp, 0))
+                for r in records:
+                    take(key, r.topic, r.partition, r.offset, r.key, r.value)
+            if pipeline.decisions:
+                observe(pipeline.decision_time / pipeline.decisions)
+                pipeline.decision_time = 0.0
+                pipeline.decisions = 0
+        log.info("intake stopped", in_flight=tracker.in_flight)
+
+    async def _drain(self, link: CarrierLink, sink: KafkaSink) -> None:
+        """Finish what is in flight under the deadline, flush, commit."""
+        assert self.consumer is not None
+        self.consumer.pause(*self.consumer.assignment())
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        link.flush_all()
+        while self.tracker.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await sink.flush()
+        await self.commit()
+        if self.tracker.in_flight:
+            log.warning("drain deadline passed; the group re-reads the rest",
+                        in_flight=self.tracker.in_flight)  # fmt: skip
+        else:
+            log.info("drained; offsets committed")
+
+    async def _timers(self, pipeline: Pipeline) -> None:
+        while True:
+            await asyncio.sleep(TIMER_S)
+            pipeline.expire_submits()
+            if pipeline.held:
+                pipeline.retry_held()
+
+    async def _committer(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.commit_interval_s)
+            await self.commit()
+
+    async def _gauges(self, router: Router, carriers: list[str]) -> None:
+        m = self.metrics
+        while True:
+            m.in_flight.set(self.tracker.in_flight)
+            for cid in carriers:
+                state = router.health.breaker(cid).value.replace("-", "_")
+                m.breaker_state.labels(cid).set(BREAKER_VALUES[state])
+            await asyncio.sleep(GAUGES_S)
+
+
+def serve_metrics(settings: WorkerSettings, registry: CollectorRegistry) -> Path | None:
+    """Serve /metrics; drop a Prometheus file-discovery target if asked. Returns its path."""
+    if not settings.metrics_port:
+        return None
+    start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+    if not settings.prometheus_targets:
+        return None
+    target = Path(settings.prometheus_targets) / f"worker-{settings.instance}.json"
+    host = settings.metrics_host
+    address = (
+        f"[{host}]:{settings.metrics_port}" if ":" in host else f"{host}:{settings.metrics_port}"
+    )
+    target.write_text(json.dumps([{"targets": [address], "labels": {"worker": settings.instance}}]))
+    return target
+
+
+async def main(settings: WorkerSettings) -> int:
+    registry = CollectorRegistry()
+    worker = Worker(settings, registry)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop.set)
+    target = serve_metrics(settings, registry)
+    try:
+        await worker.run()
+    finally:
+        if target is not None:
+            target.unlink(missing_ok=True)
+    return 0

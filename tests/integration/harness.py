@@ -1,0 +1,254 @@
+"""Support for end-to-end tests: a small network, real processes, Kafka in and out.
+
+Processes run as the user would run them (`python -m router ...`), each with its own log
+file; the tests wait on what they log, stop them by pid and never leave one behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import phonenumbers
+
+from carriers import simulation
+from router import kafka, network_file, wire
+
+
+def reduce_network(src: Path, dst: Path, regions: set[str]) -> Path:
+    """Copy the carriers that serve ``regions``: their directs whole, and the aggregators'
+    deck lines for those regions' country codes only. Same prices, same truth."""
+    codes = {str(phonenumbers.country_code_for_region(r)) for r in regions}
+    spec = network_file.load(src)
+    kept: list[network_file.CarrierSpec] = []
+    (dst / "decks").mkdir(parents=True, exist_ok=True)
+    for c in spec.carriers:
+        if not set(c.countries) & regions:
+            continue
+        with (src / c.deck).open(newline="") as f:
+            rows = list(csv.reader(f))
+        body = [row for row in rows[1:] if any(row[0].startswith(code) for code in codes)]
+        if not body:
+            continue
+        with (dst / c.deck).open("w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([rows[0], *body])
+        kept.append(msgspec.structs.replace(c, countries=sorted(set(c.countries) & regions)))
+    network_file.dump(msgspec.structs.replace(spec, carriers=kept), dst)
+    sim = simulation.load(src)
+    ids = {c.id for c in kept}
+    simulation.dump(
+        msgspec.structs.replace(sim, carriers=[t for t in sim.carriers if t.id in ids]), dst
+    )
+    return dst
+
+
+def mobile_numbers(network: Path, count: int, seed: int) -> list[str]:
+    """Valid-length numbers under the direct carriers' real prefixes, spread over them."""
+    rnd = random.Random(seed)
+    spec = network_file.load(network)
+    pool: list[tuple[str, int]] = []
+    for c in spec.carriers:
+        if c.kind != "direct":
+            continue
+        region = c.countries[0]
+        example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        if example is None:
+            continue
+        total = len(str(example.country_code)) + len(str(example.national_number))
+        with (network / c.deck).open(newline="") as f:
+            prefixes = [row[0] for row in list(csv.reader(f))[1:]]
+        pool += [(p, total) for p in prefixes if len(p) < total]
+    out = []
+    for _ in range(count):
+        prefix, total = rnd.choice(pool)
+        out.append("+" + prefix + "".join(rnd.choices("0123456789", k=total - len(prefix))))
+    return out
+
+
+def requests(numbers: Sequence[str], tag: str) -> list[wire.SendRequest]:
+    now = int(time.time() * 1000)
+    classes: list[wire.MessageClass] = ["otp", "transactional", "marketing"]
+    return [
+        wire.SendRequest(
+            id=f"{tag}-{i}",
+            to=to,
+            body=f"Your code is {i:06d}",
+            account="AC-test",
+            cls=classes[i % 3],
+            created_at=now,
+        )
+        for i, to in enumerate(numbers)
+    ]
+
+
+@dataclass
+class Proc:
+    """A child process with its output in a log file."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "router", *self.argv],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+        )  # fmt: skip
+        out.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def wait_for(self, needle: str, timeout: float = 60.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while self.text().count(needle) < count:
+            if not self.running():
+                raise AssertionError(f"{self.name} exited before {needle!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no {needle!r} in {timeout}s:\n{self.tail()}")
+            await asyncio.sleep(0.1)
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            os.kill(self.pid, sig)
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+
+    async def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait; SIGKILL if it does not go. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return await self.wait(timeout)
+            except TimeoutError:
+                self.proc.kill()
+        return await self.wait(10)
+
+
+async def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    n = 0
+    try:
+        futures = []
+        for key, value in records:
+            futures.append(await producer.send(topic, value, key=key))
+            n += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return n
+
+
+def request_records(reqs: Iterable[wire.SendRequest]) -> list[tuple[bytes | None, bytes | None]]:
+    return [(r.to.encode(), wire.ENCODER.encode(r)) for r in reqs]
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    timestamp: int
+
+
+async def read_topic(
+    bootstrap: str, topic: str, until: int | None = None, timeout: float = 60.0,
+    idle: float = 2.0,
+) -> list[Record]:  # fmt: skip
+    """Every record of ``topic`` from the beginning: until ``until`` records were read,
+    or (``until`` None) until no record came for ``idle`` seconds."""
+    consumer = kafka.consumer(bootstrap, None, topic)
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            if until is not None and len(out) >= until:
+                break
+            if until is None and time.monotonic() - last > idle:
+                break
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for r in records:
+                    out.append(Record(r.key, r.value, dict(r.headers), r.timestamp))
+                    last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+def receipts(records: Iterable[Record]) -> list[wire.Receipt]:
+    return [wire.RECEIPT_DECODER.decode(r.value) for r in records if r.value is not None]
+
+
+def outcomes(rs: Iterable[wire.Receipt]) -> dict[str, list[wire.Receipt]]:
+    by_id: dict[str, list[wire.Receipt]] = {}
+    for r in rs:
+        if r.status in ("sent", "failed"):
+            by_id.setdefault(r.id, []).append(r)
+    return by_id
+
+
+async def wait_for_outcomes(
+    bootstrap: str, topic: str, ids: set[str], timeout: float
+) -> list[wire.Receipt]:
+    """Read receipts until every id in ``ids`` has an outcome (or the timeout)."""
+    consumer = kafka.consumer(bootstrap, None, topic)
+    await consumer.start()
+    rs: list[wire.Receipt] = []
+    missing = set(ids)
+    try:
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    if r.value is None:
+                        continue
+                    receipt = wire.RECEIPT_DECODER.decode(r.value)
+                    rs.append(receipt)
+                    if receipt.status in ("sent", "failed"):
+                        missing.discard(receipt.id)
+    finally:
+        await consumer.stop()
+    return rs
+
+
+def ledger_totals(path: Path) -> dict[str, dict[str, int]]:
+    data = json.loads(path.read_text())
+    carriers: dict[str, dict[str, int]] = data["carriers"]
+    return carriers

@@ -1,0 +1,300 @@
+"""The engine end to end, against the real Kafka, the real Mosquitto and the carrier
+endpoints: requests in, routing, submits over MQTT, receipts out, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from carriers import generator
+from router import wire
+from router.infra.settings import InfraSettings
+from tests.integration.harness import (
+    Proc,
+    ledger_totals,
+    mobile_numbers,
+    outcomes,
+    produce,
+    read_topic,
+    receipts,
+    reduce_network,
+    request_records,
+    requests,
+    wait_for_outcomes,
+)
+
+pytestmark = pytest.mark.integration
+
+REGIONS = {"GB", "DE", "FR", "NL"}
+
+
+@pytest.fixture(scope="session")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seed 1's carriers for four countries: ~190 carriers, directs and aggregators."""
+    root = tmp_path_factory.mktemp("network")
+    generator.write(generator.generate(1), root / "full")
+    return reduce_network(root / "full", root / "small", REGIONS)
+
+
+class Stack:
+    """One test's processes and topics; everything is stopped at the end."""
+
+    def __init__(self, infra: InfraSettings, network: Path, logs: Path) -> None:
+        self.infra = infra
+        self.network = network
+        self.logs = logs
+        tag = uuid.uuid4().hex[:8]
+        self.tag = tag
+        self.requests_topic = f"e2e.{tag}.requests"
+        self.receipts_topic = f"e2e.{tag}.receipts"
+        self.dead_letter_topic = f"e2e.{tag}.dead-letter"
+        self.group = f"e2e-{tag}"
+        self.ledger = logs / "ledger.json"
+        self.procs: list[Proc] = []
+
+    async def carriers(self, scenario: Path | None = None) -> Proc:
+        argv = ["carriers", "--network", str(self.network), "--mqtt-host", self.infra.host,
+                "--mqtt-port", str(self.infra.mqtt_port), "--ledger", str(self.ledger),
+                "--host-id", f"carriers-{self.tag}"]  # fmt: skip
+        if scenario is not None:
+            argv += ["--scenario", str(scenario)]
+        p = Proc("carriers", argv, self.logs / "carriers.log").start()
+        self.procs.append(p)
+        await p.wait_for("carriers ready")
+        return p
+
+    def worker_args(self, name: str) -> list[str]:
+        return [
+            "--bootstrap", self.infra.kafka_bootstrap, "--mqtt-host", self.infra.host,
+            "--mqtt-port", str(self.infra.mqtt_port), "--network", str(self.network),
+            "--requests-topic", self.requests_topic, "--receipts-topic", self.receipts_topic,
+            "--dead-letter-topic", self.dead_letter_topic, "--group", self.group,
+            "--dlr-group", self.group, "--partitions", "6", "--metrics-port", "0",
+            "--instance", name, "--log-format", "json", "--submit-timeout-s", "5",
+            "--drain-timeout-s", "15",
+        ]  # fmt: skip
+
+    async def worker(self, name: str) -> Proc:
+        p = Proc(name, ["worker", *self.worker_args(name)], self.logs / f"{name}.log").start()
+        self.procs.append(p)
+        await p.wait_for("partitions assigned")
+        return p
+
+    async def fleet(self, workers: int) -> Proc:
+        argv = ["fleet", "--workers", str(workers), *self.worker_args(f"fleet-{self.tag}")]
+        p = Proc("fleet", argv, self.logs / "fleet.log").start()
+        self.procs.append(p)
+        await p.wait_for("partitions assigned", count=workers)
+        return p
+
+    async def send(self, reqs: list[wire.SendRequest]) -> set[str]:
+        await produce(self.infra.kafka_bootstrap, self.requests_topic, request_records(reqs))
+        return {r.id for r in reqs}
+
+    async def outcomes_for(self, ids: set[str], timeout: float = 120) -> list[wire.Receipt]:
+        rs = await wait_for_outcomes(self.infra.kafka_bootstrap, self.receipts_topic, ids, timeout)
+        missing = ids - outcomes(rs).keys()
+        assert not missing, f"{len(missing)} requests have no outcome, e.g. {sorted(missing)[:3]}"
+        return rs
+
+    async def close(self) -> None:
+        for p in reversed(self.procs):
+            await p.stop()
+
+
+@pytest.fixture
+async def stack(infra: InfraSettings, network: Path, tmp_path: Path) -> AsyncIterator[Stack]:
+    s = Stack(infra, network, tmp_path)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def reports_of(rs: list[wire.Receipt]) -> list[wire.Receipt]:
+    return [r for r in rs if r.status in ("delivered", "undelivered")]
+
+
+async def test_fleet_routes_20000_requests_and_every_report_becomes_a_receipt(
+    stack: Stack, network: Path
+) -> None:
+    await stack.carriers()
+    fleet = await stack.fleet(2)
+    good = requests(mobile_numbers(network, 19_000, seed=7), f"ok-{stack.tag}")
+    bad_to = requests(["+44123", "447700900123", "+999123456789", "+4477009001234567"] * 250,
+                      f"bad-{stack.tag}")  # fmt: skip
+    ids = await stack.send(good + bad_to)
+    assert len(ids) == 20_000
+
+    rs = await stack.outcomes_for(ids)
+    by_id = outcomes(rs)
+    for r in bad_to:
+        assert {x.status for x in by_id[r.id]} == {"failed"}
+        assert {x.error_code for x in by_id[r.id]} == {21211}
+    statuses = Counter(x.status for r in good for x in by_id[r.id][:1])
+    assert statuses["sent"] > 0.95 * len(good), statuses
+    assert fleet.running()
+
+    # Stop the carriers: they write their ledger. Every report they published must
+    # become exactly one receipt (reports are never duplicated, some are lost on purpose).
+    carriers = stack.procs[0]
+    assert await carriers.stop() == 0
+    ledger = ledger_totals(stack.ledger)
+    published = sum(c["reports_sent"] for c in ledger.values())
+    deadline = time.monotonic() + 60
+    while True:
+        rs = receipts(await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, idle=1))
+        if len(reports_of(rs)) >= published or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    reports = reports_of(rs)
+    assert len(reports) == published
+    per_carrier = Counter(r.carrier for r in reports)
+    for cid, counts in ledger.items():
+        assert per_carrier[cid] == counts["reports_sent"], cid
+    # The ledger agrees with the receipts: every `sent` was accepted by its carrier;
+    # a carrier accepted more only where an attempt timed out and failed over.
+    sent_by = Counter(x.carrier for v in outcomes(rs).values() for x in v if x.status == "sent")
+    timed_out = Counter(f.carrier for v in outcomes(rs).values() for x in v
+                        for f in x.failovers if f.code == 30008)  # fmt: skip
+    for cid, counts in ledger.items():
+        assert sent_by[cid] <= counts["accepted"] <= sent_by[cid] + timed_out[cid], cid
+    assert sum(1 for r in reports if r.status == "delivered") == sum(
+        c["reports_sent"] for c in ledger.values()
+    ) - sum(1 for r in reports if r.status == "undelivered")
+    assert await fleet.stop() == 0
+
+
+GARBAGE: list[bytes | None] = [
+    b"not json at all",
+    b'{"id": "x1", "to": "+447700900123"}',  # no body
+    b'{"to": "+447700900123", "body": "hi"}',  # no id
+    b'{"id": 42, "to": "+447700900123", "body": "hi"}',  # wrong type
+    b'{"id": "x2", "to": "+447700900123", "body": "hi", "max_price": "cheap"}',
+    b'{"id": "x3", "to": "+447700900123", "body": "\xff\xfe bad utf-8"}',
+    b"\x00\x01\x02\x03",
+    b"[1, 2, 3]",
+    b"",
+    None,
+    b"{" + b"x" * (1024 * 1024) + b"}",  # 1 MB of garbage
+    b'{"id": "' + b"y" * (1024 * 1024) + b'", "to": "+4477", "body": "x"}',  # 1 MB id
+]
+
+
+async def test_garbage_goes_to_the_dead_letter_topic_unchanged(stack: Stack, network: Path) -> None:
+    await stack.carriers()
+    worker = await stack.worker(f"w-{stack.tag}")
+    good = requests(mobile_numbers(network, 500, seed=3), f"ok-{stack.tag}")
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for i, (key, value) in enumerate([(r.to.encode(), wire.ENCODER.encode(r)) for r in good]):
+        records.append((key, value))
+        if i % 40 == 0:
+            g = GARBAGE[(i // 40) % len(GARBAGE)]
+            records.append((f"garbage-{i}".encode(), g))
+    garbage = {k: v for k, v in records if k is not None and k.startswith(b"garbage-")}
+    await produce(stack.infra.kafka_bootstrap, stack.requests_topic, records)
+
+    await stack.outcomes_for({r.id for r in good})
+    dead = await read_topic(
+        stack.infra.kafka_bootstrap, stack.dead_letter_topic, until=len(garbage)
+    )
+    assert len(dead) == len(garbage)
+    for d in dead:
+        assert d.key is not None
+        assert d.value == garbage[d.key], "dead letters carry the bytes unchanged"
+        assert d.headers[wire.DLQ_REASON]
+        assert d.headers[wire.DLQ_TOPIC] == stack.requests_topic.encode()
+        assert int(d.headers[wire.DLQ_OFFSET]) >= 0
+        assert 0 <= int(d.headers[wire.DLQ_PARTITION]) < 6
+    assert worker.running(), "a bad message must never kill a worker"
+    assert "worker failed" not in worker.text()
+
+
+async def test_sigkill_of_a_worker_loses_nothing(stack: Stack, network: Path) -> None:
+    await stack.carriers()
+    victim = await stack.worker(f"victim-{stack.tag}")
+    survivor = await stack.worker(f"survivor-{stack.tag}")
+    reqs = requests(mobile_numbers(network, 8_000, seed=11), f"k-{stack.tag}")
+    send = asyncio.create_task(stack.send(reqs))
+    # Kill it mid-run: once receipts are flowing, with requests still being produced.
+    await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, until=1000, timeout=60)
+    victim.signal(signal.SIGKILL)
+    ids = await send
+    rs = await stack.outcomes_for(ids, timeout=180)
+    assert survivor.running()
+    # A carrier never delivers one message twice: no (id, carrier) has two reports.
+    carriers = stack.procs[0]
+    assert await carriers.stop() == 0
+    rs = receipts(await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, idle=2))
+    reported = Counter((r.id, r.carrier) for r in reports_of(rs))
+    assert reported, "delivery reports should have arrived"
+    assert max(reported.values()) == 1
+    ledger = ledger_totals(stack.ledger)
+    assert sum(c["repeats"] for c in ledger.values()) >= 0
+
+
+async def test_offline_carrier_traffic_moves_to_fallbacks(
+    stack: Stack, network: Path, tmp_path: Path
+) -> None:
+    numbers = mobile_numbers(network, 8_000, seed=13)
+    # Find the busiest carrier of this traffic in a first, quiet run.
+    await stack.carriers()
+    await stack.worker(f"probe-{stack.tag}")
+    rs = await stack.outcomes_for(await stack.send(requests(numbers[:500], f"warm-{stack.tag}")))
+    busiest, _ = Counter(
+        x.carrier for v in outcomes(rs).values() for x in v if x.status == "sent"
+    ).most_common(1)[0]
+    await stack.close()
+    stack.procs.clear()
+
+    # It goes offline three seconds into a steady stream of requests.
+    scenario = tmp_path / "outage.toml"
+    scenario.write_text(
+        f'name = "outage"\n[[events]]\nkind = "offline"\nat = 3\ncarriers = "{busiest}"\n'
+    )
+    carriers = await stack.carriers(scenario)
+    await stack.worker(f"w-{stack.tag}")
+    stream = requests(numbers[500:], f"s-{stack.tag}")
+    ids: set[str] = set()
+    for i in range(0, len(stream), 500):  # ~7 s of traffic
+        ids |= await stack.send(stream[i : i + 500])
+        await asyncio.sleep(0.5)
+    rs = await stack.outcomes_for(ids)
+    line = next(x for x in carriers.text().splitlines() if '"status": "offline"' in x)
+    offline_ms = int(datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp() * 1000)
+    sent = [x for v in outcomes(rs).values() for x in v if x.status == "sent"]
+    assert any(x.carrier == busiest and x.ts < offline_ms for x in sent), "busy before"
+    assert not [x for x in sent if x.carrier == busiest and x.ts > offline_ms + 1000]
+    # What was in flight at the outage timed out and failed over: the receipts say so.
+    failed_over = [x for x in sent if any(f.carrier == busiest for f in x.failovers)]
+    assert failed_over, "in-flight messages of the offline carrier should fail over"
+    assert {f.code for x in failed_over for f in x.failovers if f.carrier == busiest} == {30008}
+    assert all(x.carrier != busiest and x.attempt >= 2 for x in failed_over)
+    # Its destinations are still served, by the fallbacks.
+    assert len(sent) > 0.9 * len(stream)
+
+
+async def test_sigterm_during_load_drains_and_exits_zero(stack: Stack, network: Path) -> None:
+    await stack.carriers()
+    first = await stack.worker(f"first-{stack.tag}")
+    reqs = requests(mobile_numbers(network, 6_000, seed=17), f"t-{stack.tag}")
+    send = asyncio.create_task(stack.send(reqs))
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    first.signal(signal.SIGTERM)
+    assert await first.wait(timeout=30) == 0
+    assert time.monotonic() - started < 15 + 10, "exit within the drain deadline"
+    assert "drained; offsets committed" in first.text()
+    ids = await send
+    await stack.worker(f"second-{stack.tag}")  # picks up from the committed offsets
+    rs = await stack.outcomes_for(ids)
+    assert outcomes(rs).keys() >= ids
