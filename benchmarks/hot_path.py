@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__,
     )
     p.add_argument("--sizes", default="10000,100000,1000000", help="deck lines, comma-separated")
-    p.add_argument("--decisions", type=int, default=300_000, help="decisions per timed pass")
+    p.add_argument("--decisions", type=int, default=200_000, help="decisions per timed pass")
     p.add_argument("--baseline-decisions", type=int, default=60_000, help="for baseline (a)")
     p.add_argument("--sql-decisions", type=int, default=10_000, help="for baseline (b)")
     p.add_argument("--requests", type=int, default=100_000, help="distinct requests generated")
