@@ -214,7 +214,7 @@ def build_plan(
         if len(prefixes) > PREFIXES_PER_REGION:
             prefixes = rng.sample(prefixes, PREFIXES_PER_REGION)
         for prefix in prefixes:
-            room = STEMS_PER_REGION - len(stems[region])
+            room = STEMS_PER_REGION - len(stems.get(region, ()))
             if room <= 0:
                 break
             for actual, stem in _draw_stems(prefix, rng, countries, prices, room):
@@ -225,6 +225,6 @@ def build_plan(
             "directory with decks (see `supernet network generate`)?"
         )
     return NumberPlan(
-        stems={r: tuple(s[k] for k in sorted(s)) for r, s in sorted(stems.items())},
+        stems={r: tuple(s[k] for k in sorted(s)) for r, s in sorted(stems.items()) if s},
         prefix_counts={r: len(p) for r, p in by_region.items() if r in stems},
     )

@@ -15,6 +15,7 @@ from router.load.traffic import Traffic
 from router.routing import segments
 from router.routing.e164 import load_country_data, normalise
 from router.wire import ENCODER, SendRequest, decode_request
+from tests.router.load.load_helpers import write_network
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 DRAWS = 20_000
@@ -205,3 +206,16 @@ def test_the_shipped_example_network_yields_numbers() -> None:
         pytest.skip("no example network yet")
     plan = build_plan(network, 1)
     assert {"US", "GB", "DE", "IN"} <= set(plan.stems)
+
+
+def test_regions_without_mobile_numbers_are_left_out(tmp_path: Path) -> None:
+    """A deck prefix in a region with no mobile numbering (a satellite network, 001-881)
+    gives no stems, and the plan has no empty region that traffic could pick."""
+    network = write_network(tmp_path / "network")
+    with (network / "decks" / "agg-one.csv").open("a", encoding="utf-8") as deck:
+        deck.write("8816,Iridium,0.9000,USD,2025-01-01\n")
+    plan = build_plan(network, 1)
+    assert all(plan.stems.values()), [r for r, s in plan.stems.items() if not s]
+    assert set(plan.prefix_counts) <= set(plan.stems)
+    traffic = Traffic(plan, Mix(tail_share=1.0), 1, "t-")
+    assert len({traffic.next(0).to for _ in range(2000)}) > 1000
