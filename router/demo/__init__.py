@@ -1,0 +1,1 @@
+"""`supernet demo`: the whole engine end to end, with a summary from receipts and plots."""
