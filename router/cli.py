@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "router.load.cli",
     "router.worker_cli",
     "router.explain",
+    "router.demo.cli",
 )
 
 
