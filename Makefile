@@ -3,7 +3,7 @@
 .PHONY: demo test bootstrap infra-up infra-down infra-status
 
 demo:
-	deploy/demo.sh
+	deploy/demo.sh $(ARGS)
 
 test:
 	deploy/test.sh $(ARGS)
