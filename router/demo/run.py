@@ -295,9 +295,11 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
-async def read_between(bootstrap: str, topic: str, start: dict[int, int]) -> list[bytes]:
+async def read_between(
+    bootstrap: str, topic: str, start: dict[int, int]
+) -> tuple[list[bytes], dict[int, int]]:
     """Every record value of ``topic`` from ``start`` (per partition; missing: from the
-    beginning) up to the end offsets at the time of the call."""
+    beginning) up to the end offsets at the time of the call, and those end offsets."""
     tps = await _partitions(bootstrap, topic)
     consumer = kafka.consumer(bootstrap, None, max_poll_records=10_000)
     await consumer.start()
@@ -325,7 +327,7 @@ async def read_between(bootstrap: str, topic: str, start: dict[int, int]) -> lis
                     consumer.pause(tp)
     finally:
         await consumer.stop()
-    return out
+    return out, {tp.partition: offset for tp, offset in ends.items()}
 
 
 def decode_requests(values: Sequence[bytes], prefix: str) -> dict[str, int]:
@@ -518,13 +520,15 @@ def run(config: DemoConfig, console: Console) -> Result:
         (out / "load.json").write_text(json.dumps(load.to_dict(), indent=1) + "\n")
 
         console.print("demo: reading the run's requests and receipts back from Kafka")
-        created = decode_requests(
-            uvloop.run(read_between(s.kafka_bootstrap, config.requests_topic, start_requests)),
-            prefix,
+        values, end_requests = uvloop.run(
+            read_between(s.kafka_bootstrap, config.requests_topic, start_requests)
         )
-        receipts = decode_receipts(
-            uvloop.run(read_between(s.kafka_bootstrap, config.receipts_topic, start_receipts))
+        created = decode_requests(values, prefix)
+        values, end_receipts = uvloop.run(
+            read_between(s.kafka_bootstrap, config.receipts_topic, start_receipts)
         )
+        receipts = decode_receipts(values)
+        del values
         first, last = outage_from_log(carriers.text(), carrier)
         stop_children(children, console)
         outage = Outage(carrier, first, last) if first is not None else None
@@ -543,6 +547,13 @@ def run(config: DemoConfig, console: Console) -> Result:
                 "network": str(network),
                 "scenario": str(scenario),
                 "prometheus": prom,
+                # what was read: [from, until) per partition (JSON keys are strings)
+                "requests_offsets": {
+                    p: [start_requests.get(p, 0), end] for p, end in end_requests.items()
+                },
+                "receipts_offsets": {
+                    p: [start_receipts.get(p, 0), end] for p, end in end_receipts.items()
+                },
                 "worker_metrics": workers,
             },
         )
