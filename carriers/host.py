@@ -48,7 +48,10 @@ log = structlog.get_logger("carriers.host")
 
 PRESENCE_KEEPALIVE_S = 30
 CONNECT_CONCURRENCY = 32
-PUBLISHERS = 8
+# A QoS 1 publish waits for the broker's PUBACK (tens of ms when the loop is busy), so
+# the publish rate is bounded by how many are in flight, not by CPU.
+PUBLISHERS = 32
+REPORT_FLUSH_S = 0.025  # reports are not latency-critical: fewer, larger batches
 PUBLISH_QUEUE = 1024
 SUBSCRIBE_CHUNK = 200
 SHUTDOWN_DEADLINE_S = 10.0
@@ -279,7 +282,8 @@ class CarrierHost:
                 key = due.reply_to
                 batch = batches.get(key)
                 if batch is None:
-                    batch = batches[key] = _Batch(now + protocol.FLUSH_INTERVAL_S, [])
+                    wait = protocol.FLUSH_INTERVAL_S if key is not None else REPORT_FLUSH_S
+                    batch = batches[key] = _Batch(now + wait, [])
                 batch.items.append(due.payload)
                 if len(batch.items) >= protocol.MAX_BATCH:
                     await self._flush(key)

@@ -76,9 +76,10 @@ billed), ``currency`` (``USD``), ``segments``, ``attempt``, ``encoding``, ``ts``
 time, ms since the Unix epoch), ``country`` and ``submitted_ts`` (echoed from the
 submit). A report may never come (lost, as on real networks).
 
-Batching: a carrier process flushes a batch (results per reply topic, reports all in one)
-at 256 items or 5 ms after its first item, whichever comes first (``MAX_BATCH``,
-``FLUSH_INTERVAL_S``); routers batch submits per carrier process alike.
+Batching: a carrier process flushes a batch of results (per reply topic) at 256 items or
+5 ms after its first item, whichever comes first (``MAX_BATCH``, ``FLUSH_INTERVAL_S``),
+and its reports (all in one batch) at 256 or after 25 ms; routers batch submits per
+carrier process like results.
 
 Codes (CPaaS numbers where one fits)
 ------------------------------------

@@ -31,7 +31,9 @@ from carriers import protocol
 
 log = structlog.get_logger("router.carrier_link")
 
-PUBLISHERS = 16  # QoS 1 publishes in flight at once
+# QoS 1 publishes in flight at once: each waits for the broker's PUBACK (tens of ms when
+# the loop is busy), so the publish rate is bounded by this, not by CPU.
+PUBLISHERS = 64
 
 
 class LinkHandler(Protocol):

@@ -45,7 +45,7 @@ class WorkerSettings:
     dlr_group: str = _help("shared-subscription group for delivery reports", default="routers")
     network: str = _help("network directory (default: the shipped example)", default="")
     max_in_flight: int = _help("requests in flight before intake pauses", default=5_000)
-    submit_timeout_s: float = _help("seconds to wait for a carrier's submit result", default=3.0)
+    submit_timeout_s: float = _help("seconds to wait for a carrier's submit result", default=10.0)
     max_attempts: int = _help("carriers tried per message before it fails", default=3)
     commit_interval_s: float = _help("seconds between offset commits", default=0.2)
     drain_timeout_s: float = _help("seconds SIGTERM waits for in-flight work", default=20.0)

@@ -249,7 +249,8 @@ class Worker:
                 self.paused = False
                 self.metrics.paused_partitions.set(0)
             room = max(1, high - tracker.in_flight)
-            batches = await consumer.getmany(timeout_ms=100, max_records=min(room, 2000))
+            # Modest slices keep the loop responsive to results and acknowledgements.
+            batches = await consumer.getmany(timeout_ms=100, max_records=min(room, 500))
             generation = self.generation
             for tp, records in batches.items():
                 key = (tp, generation.get(tp, 0))

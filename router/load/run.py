@@ -48,6 +48,7 @@ class LoadConfig:
     requests_topic: str = "sms.requests"
     receipts_topic: str = "sms.receipts"
     wait_s: float = 30.0
+    delivery_wait_s: float | None = None  # how long to wait for deliveries (None: wait_s)
     partitions: int = 12  # used only when this run creates a missing topic
     progress: bool = False
 
@@ -196,7 +197,11 @@ async def run_load(
                             on_batch()
 
                         await _wait(
-                            lambda: tally.awaiting_delivery == 0, config.wait_s, on_delivery
+                            lambda: tally.awaiting_delivery == 0,
+                            config.wait_s
+                            if config.delivery_wait_s is None
+                            else config.delivery_wait_s,
+                            on_delivery,
                         )
                 finally:
                     stop.set()

@@ -67,6 +67,12 @@ async def client(host: str, port: int, *topics: str) -> AsyncIterator[aiomqtt.Cl
         yield c
 
 
+def own_reports(uid: str) -> str:
+    """A shared subscription to this test process's carrier host only: other carrier
+    processes on the same broker (other tests, a demo) publish reports too."""
+    return f"$share/{uid}/{protocol.host_dlr_topic(f'test-{os.getpid()}')}"
+
+
 def items(n: int, start: int = 0, to: str = "+447700900123") -> list[protocol.SubmitItem]:
     return [
         protocol.SubmitItem(id=f"m{i}", to=to, account="AC1", segments=1, price=0.01)
@@ -107,7 +113,12 @@ async def test_submit_ack_report_round_trip(
     reply = f"test/{uid}/results"
     async with (
         running(directory, mqtt_host, mqtt_port) as host,
-        client(mqtt_host, mqtt_port, reply, f"$share/{uid}/{protocol.DLR_ALL}") as c,
+        client(
+            mqtt_host,
+            mqtt_port,
+            reply,
+            own_reports(uid),
+        ) as c,
     ):
         await submit(c, cid, reply, items(300))  # more than one batch each way
         results, reports = await collect(c, lambda r, d: len(r) >= 300 and len(d) >= 300)
@@ -146,7 +157,12 @@ async def test_host_directory_and_one_batch_for_many_carriers(
         batch = [
             msgspec.structs.replace(item, carrier=cids[i % 3]) for i, item in enumerate(items(30))
         ]
-        async with client(mqtt_host, mqtt_port, reply, f"$share/{uid}/{protocol.DLR_ALL}") as c:
+        async with client(
+            mqtt_host,
+            mqtt_port,
+            reply,
+            own_reports(uid),
+        ) as c:
             payload = protocol.SUBMIT_BATCH.encode(protocol.SubmitBatch("", reply, batch))
             await c.publish(protocol.host_submit_topic(host_id), payload, qos=1)
             results, reports = await collect(c, lambda r, d: len(r) >= 30 and len(d) >= 30)

@@ -1,0 +1,349 @@
+"""End-to-end benchmark: offered load stepped up until saturation through the whole path
+(Kafka in, route, MQTT carrier submit, delivery report, Kafka receipts), with 1 and 2
+workers, against a same-run ceiling: an aiokafka passthrough (benchmarks/passthrough.py)
+that consumes the same requests and produces a receipt-sized record per message, with no
+routing and no carriers, on the same brokers.
+
+For each system the offered rate starts at --start-rate and grows by --factor each step
+(--step-s seconds of `supernet load` traffic, seeded, realistic mix) until the achieved
+outcome rate falls below 90% of the offered rate or outcomes go missing. Saturation is
+the highest achieved rate. Then one more step at half of saturation gives the latency
+figures (request -> `sent`, p50/p99).
+
+The brokers are the project's own (`supernet infra`), on their own ports and state
+directory (.supernet/bench) so that a demo or the tests are never touched; they are
+started if needed and stopped at the end if this run started them.
+
+    .venv/bin/python benchmarks/e2e.py                 # about 5 to 8 minutes
+    .venv/bin/python benchmarks/e2e.py --quick         # fewer, shorter steps
+    .venv/bin/python benchmarks/e2e.py --json out/e2e.json --profile out/e2e-profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from carriers import generator
+from router.infra import cli as infra
+from router.infra.settings import PROJECT_ROOT, InfraSettings
+from router.load.mix import Mix
+from router.load.numbers import NumberPlan, build_plan
+from router.load.pace import Pacer
+from router.load.report import Summary
+from router.load.run import LoadConfig, run_load
+from router.load.traffic import Traffic
+
+console = Console()
+BENCH_DIR = PROJECT_ROOT / ".supernet" / "bench"
+BENCH_INFRA = InfraSettings(
+    kafka_port=39092,
+    kafka_controller_port=39093,
+    mqtt_port=31883,
+    prometheus_port=39090,
+    state_dir=BENCH_DIR / "infra",
+)
+SATURATED = 0.9  # achieved below this share of offered: the system is saturated
+
+
+@dataclasses.dataclass
+class Step:
+    offered: float
+    achieved: float
+    produced: int
+    missing: int
+    p50_ms: float | None
+    p99_ms: float | None
+    failed: int
+
+
+@dataclasses.dataclass
+class Result:
+    system: str  # "ceiling" or "routed"
+    workers: int
+    steps: list[Step]
+    saturation: float
+    half: Step | None
+
+
+class Procs:
+    """Child processes of this benchmark, stopped by pid at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def wait_log(self, name: str, needle: str, count: int = 1, limit_s: float = 90) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.log(name).count(needle) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: no {needle!r} after {limit_s:.0f}s; see its log")
+            await asyncio.sleep(0.2)
+
+    def stop(self, names: set[str] | None = None) -> None:
+        for name, proc in self.procs:
+            if (names is None or name in names) and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs:
+            if names is None or name in names:
+                try:
+                    proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs = [(n, p) for n, p in self.procs if names is not None and n not in names]
+
+
+def supernet(*args: str) -> list[str]:
+    return [sys.executable, "-m", "router", *args]
+
+
+async def step(
+    infra_s: InfraSettings, topics: tuple[str, str], plan: NumberPlan, rate: float, seconds: float,
+    seed: int,
+) -> Step:  # fmt: skip
+    traffic = Traffic(plan, Mix(), seed, f"b{secrets.token_hex(3)}-")
+    config = LoadConfig(
+        bootstrap=infra_s.kafka_bootstrap,
+        requests_topic=topics[0],
+        receipts_topic=topics[1],
+        wait_s=max(10.0, seconds),
+        delivery_wait_s=0.0,
+    )
+    s: Summary = await run_load(config, traffic, Pacer.for_duration(rate, seconds))
+    return Step(
+        offered=rate,
+        achieved=s.outcomes_per_second or 0.0,
+        produced=s.produced,
+        missing=s.without_outcome,
+        p50_ms=s.latency_sent.p50_ms,
+        p99_ms=s.latency_sent.p99_ms,
+        failed=s.by_status.get("failed", 0),
+    )
+
+
+async def sweep(
+    label: str, infra_s: InfraSettings, topics: tuple[str, str], plan: NumberPlan,
+    args: argparse.Namespace,
+) -> tuple[list[Step], float, Step | None]:  # fmt: skip
+    steps: list[Step] = []
+    rate = args.start_rate
+    for i in range(args.max_steps):
+        s = await step(infra_s, topics, plan, rate, args.step_s, args.seed + i)
+        steps.append(s)
+        console.print(
+            f"  {label}: offered {s.offered:>8,.0f}/s  achieved {s.achieved:>8,.0f}/s  "
+            f"p50 {s.p50_ms or 0:>7,.0f} ms  p99 {s.p99_ms or 0:>7,.0f} ms  missing {s.missing}"
+        )
+        if s.missing or s.achieved < SATURATED * s.offered or rate >= args.max_rate:
+            break
+        rate = min(args.max_rate, rate * args.factor)
+    saturation = max(s.achieved for s in steps)
+    await asyncio.sleep(2)  # let a saturated system drain before the latency step
+    half = await step(infra_s, topics, plan, saturation / 2, args.step_s, args.seed + 100)
+    console.print(
+        f"  {label}: at half of saturation ({half.offered:,.0f}/s): p50 {half.p50_ms or 0:,.0f} ms"
+        f"  p99 {half.p99_ms or 0:,.0f} ms"
+    )
+    return steps, saturation, half
+
+
+def network_dir(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    target = BENCH_DIR / "network-1"
+    if not (target / "network.json").exists():
+        console.print(f"generating the seed-1 network into {target}")
+        generator.write(generator.generate(1), target)
+    return target
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        console.print("[yellow]py-spy not installed: no profile[/]")
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    infra_s = InfraSettings.from_env() if args.use_env_infra else BENCH_INFRA
+    network = network_dir(args.network)
+    console.print(f"network {network}; building the traffic plan")
+    plan = build_plan(network, args.seed)
+    logs = BENCH_DIR / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    procs = Procs(logs)
+    results: list[Result] = []
+    env_args = [
+        "--bootstrap", infra_s.kafka_bootstrap, "--mqtt-host", infra_s.host,
+        "--mqtt-port", str(infra_s.mqtt_port), "--network", str(network),
+        "--log-format", "json", "--log-level", "info",
+    ]  # fmt: skip
+    try:
+        procs.start(
+            "carriers",
+            supernet("carriers", "--network", str(network), "--mqtt-host", infra_s.host,
+                     "--mqtt-port", str(infra_s.mqtt_port), "--host-id", "bench",
+                     "--ledger", str(logs / "ledger.json")),
+        )  # fmt: skip
+        await procs.wait_log("carriers", "carriers ready")
+        for workers in args.workers:
+            tag = secrets.token_hex(3)
+            # The ceiling: the same messages through a passthrough, one process per worker.
+            topics = (f"bench.{tag}.ceiling.requests", f"bench.{tag}.ceiling.receipts")
+            names = set()
+            for i in range(workers):
+                name = f"passthrough-{workers}-{i}"
+                names.add(name)
+                procs.start(
+                    name,
+                    [sys.executable, str(Path(__file__).with_name("passthrough.py")),
+                     infra_s.kafka_bootstrap, *topics, f"bench-{tag}-ceiling"],
+                )  # fmt: skip
+            await asyncio.sleep(3)
+            console.print(f"[bold]ceiling, {workers} passthrough process(es)[/]")
+            steps, sat, half = await sweep("ceiling", infra_s, topics, plan, args)
+            results.append(Result("ceiling", workers, steps, sat, half))
+            procs.stop(names)
+
+            # The engine: the same traffic through a fleet of workers and the carriers.
+            topics = (f"bench.{tag}.routed.requests", f"bench.{tag}.routed.receipts")
+            fleet = f"fleet-{workers}"
+            proc = procs.start(
+                fleet,
+                supernet("fleet", "--workers", str(workers), *env_args,
+                         "--requests-topic", topics[0], "--receipts-topic", topics[1],
+                         "--dead-letter-topic", f"bench.{tag}.dead-letter",
+                         "--group", f"bench-{tag}", "--dlr-group", f"bench-{tag}",
+                         "--metrics-port", str(args.metrics_port), "--instance", f"b{tag}"),
+            )  # fmt: skip
+            await procs.wait_log(fleet, "partitions assigned", count=workers)
+            console.print(f"[bold]routed, {workers} worker(s)[/]")
+            spy = None
+            if args.profile:
+                worker_pid = _first_worker_pid(proc.pid)
+                if worker_pid:
+                    spy = profile(
+                        worker_pid,
+                        args.step_s * 3,
+                        Path(args.profile) / f"worker-{workers}.txt",
+                    )
+            steps, sat, half = await sweep("routed", infra_s, topics, plan, args)
+            if spy is not None:
+                spy.wait()
+            results.append(Result("routed", workers, steps, sat, half))
+            procs.stop({fleet})
+    finally:
+        procs.stop()
+    console.print(f"logs in {logs}")
+    return results
+
+
+def _first_worker_pid(fleet_pid: int) -> int | None:
+    try:
+        out = subprocess.run(
+            ["pgrep", "-P", str(fleet_pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+    except FileNotFoundError:
+        return None
+    return int(out[0]) if out else None
+
+
+def render(results: list[Result]) -> Table:
+    table = Table(title="end to end: sustained throughput and latency at half of saturation")
+    for col in ("system", "workers", "saturation msg/s", "ratio to ceiling", "p50 ms @50%",
+                "p99 ms @50%"):  # fmt: skip
+        table.add_column(col, justify="right")
+    ceilings = {r.workers: r.saturation for r in results if r.system == "ceiling"}
+    for r in results:
+        ratio = r.saturation / ceilings[r.workers] if ceilings.get(r.workers) else None
+        table.add_row(
+            r.system,
+            str(r.workers),
+            f"{r.saturation:,.0f}",
+            f"{ratio:.0%}" if ratio is not None and r.system == "routed" else "",
+            f"{r.half.p50_ms:,.0f}" if r.half and r.half.p50_ms is not None else "-",
+            f"{r.half.p99_ms:,.0f}" if r.half and r.half.p99_ms is not None else "-",
+        )
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", default="1,2", help="worker counts to run (default 1,2)")
+    parser.add_argument("--start-rate", type=float, default=1000.0, help="first offered rate")
+    parser.add_argument("--factor", type=float, default=1.6, help="rate growth per step")
+    parser.add_argument("--max-rate", type=float, default=40_000.0, help="highest offered rate")
+    parser.add_argument("--max-steps", type=int, default=8, help="steps per sweep at most")
+    parser.add_argument("--step-s", type=float, default=8.0, help="seconds of load per step")
+    parser.add_argument("--quick", action="store_true", help="--step-s 4 --max-steps 5")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--network", type=Path, help="network directory (default: seed 1)")
+    parser.add_argument("--metrics-port", type=int, default=39400)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--profile", type=Path, help="py-spy profiles of a worker go here")
+    parser.add_argument(
+        "--use-env-infra",
+        action="store_true",
+        help="use the brokers named by SUPERNET_* variables, as they are",
+    )
+    parser.add_argument("--keep-infra", action="store_true", help="leave the brokers running")
+    args = parser.parse_args()
+    args.workers = [int(w) for w in args.workers.split(",")]
+    if args.quick:
+        args.step_s, args.max_steps = 4.0, 5
+    started = False
+    if not args.use_env_infra:
+        names = ["kafka", "mosquitto"]
+        started = not infra.status(BENCH_INFRA, names)
+        infra.up(BENCH_INFRA, names)
+    began = time.monotonic()
+    try:
+        results = uvloop.run(run(args))
+    finally:
+        if started and not args.keep_infra:
+            infra.down(BENCH_INFRA, ["kafka", "mosquitto"])
+    console.print(render(results))
+    console.print(
+        f"machine: {os.cpu_count()} cores; brokers, carriers and workers share them. "
+        f"Run took {time.monotonic() - began:,.0f} s."
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
