@@ -111,25 +111,11 @@ def targets(results: dict[str, PolicyResult]) -> list[dict[str, object]]:
     return out
 
 
-def results_table(results: list[PolicyResult], seconds: dict[str, float]) -> Table:
-    t = Table(title="Economics: same traffic, same network, four policies")
-    for col in (
-        "policy",
-        "routed",
-        "sent",
-        "delivered",
-        "delivery",
-        "reported",
-        "cost USD",
-        "USD/delivered",
-        "attempts",
-        "failovers",
-        "throttled",
-        "held",
-        "on aggregators",
-        "run s",
-    ):
-        t.add_column(col, justify="left" if col == "policy" else "right")
+def outcome_table(results: list[PolicyResult]) -> Table:
+    t = Table(title="Outcomes (deliv. rate: delivered / routed; reported: in the reports)")
+    t.add_column("policy", no_wrap=True)
+    for col in ("routed", "sent", "delivered", "deliv. rate", "reported", "failed", "on aggs"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in results:
         t.add_row(
             r.name,
@@ -138,13 +124,26 @@ def results_table(results: list[PolicyResult], seconds: dict[str, float]) -> Tab
             f"{r.delivered:,}",
             f"{r.delivery_rate:.2%}",
             f"{r.reported_delivery_rate:.2%}",
+            f"{r.failed:,}",
+            f"{r.aggregator_share:.1%}",
+        )
+    return t
+
+
+def cost_table(results: list[PolicyResult], seconds: dict[str, float]) -> Table:
+    t = Table(title="Cost and attempts (USD/deliv.: cost / delivered)")
+    t.add_column("policy", no_wrap=True)
+    for col in ("cost USD", "USD/deliv.", "attempts", "failovers", "throttled", "held", "run s"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in results:
+        t.add_row(
+            r.name,
             f"{r.cost_usd:,.2f}",
             f"{r.cost_per_delivered_usd:.5f}",
             f"{r.mean_attempts:.3f}",
             f"{r.failovers:,}",
             f"{r.throttled:,}",
             f"{r.held:,}",
-            f"{r.aggregator_share:.1%}",
             f"{seconds[r.name]:.1f}",
         )
     return t
@@ -225,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"policies must be among {', '.join(POLICIES)}; --count and --rate positive")
 
     console = Console()
+    if not console.is_terminal:  # a pipe or a file: wide enough for the tables
+        console = Console(width=110)
     directory = args.network or network_dir(1, console)
     t0 = time.perf_counter()
     with console.status(f"loading {directory} ..."):
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             results.append(economics.simulate(economics.make_policy(name, net), jobs, net))
             seconds[name] = time.perf_counter() - t
-    console.print(results_table(results, seconds))
+    console.print(outcome_table(results))
+    console.print(cost_table(results, seconds))
     checks = targets({r.name: r for r in results})
     if checks:
         console.print(targets_table(checks))
