@@ -68,9 +68,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--rate",
         type=_positive(float),
-        default=2000.0,
+        default=1000.0,
         metavar="R",
-        help="requests per second (default 2000; 2 workers keep up on 2 cores)",
+        help="requests per second (default 1000; 2000 outran 2 workers on a shared 2-core box)",
     )
     p.add_argument(
         "--duration",

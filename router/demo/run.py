@@ -82,7 +82,7 @@ class DemoError(Exception):
 @dataclass(frozen=True, slots=True)
 class DemoConfig:
     out: Path = Path("out/demo")
-    rate: float = 2000.0
+    rate: float = 1000.0
     duration: float = 60.0
     workers: int = 2
     seed: int = 1
