@@ -93,6 +93,7 @@ class PolicyResult:
     failed: int = 0  # routed but never accepted (rejects exhausted, expired, no carrier)
     throttled: int = 0  # rejects for a carrier's throughput cap (30001)
     held: int = 0  # requests that waited for a carrier under its cap (supernet, oracle)
+    spilled: int = 0  # decisions that passed over a better route at its cap (its throttle)
 
 
 # -- the traffic ----------------------------------------------------------------------
@@ -257,6 +258,7 @@ class Policy:
     the flight's carrier and return 0, or return a failure code (or ``HOLD``)."""
 
     name = ""
+    spilled = 0  # decisions that passed over a better affordable route at its cap
 
     def start(self, f: Flight, now: float) -> int:
         raise NotImplementedError
@@ -291,6 +293,9 @@ class RouterPolicy(Policy):
             return HOLD
         if d.code:
             return d.code
+        if d.chosen:
+            cap = math.inf if j.max_price is None else j.max_price
+            self.spilled += any(r.price * j.segments <= cap for r in d.routes[: d.chosen])
         route = d.routes[d.chosen]
         f.routes, f.index, f.carrier, f.price = d.routes, d.chosen, route.carrier, route.price
         return 0
@@ -520,6 +525,7 @@ def simulate(
         failed=failed,
         throttled=throttled,
         held=held_count,
+        spilled=policy.spilled,
     )
 
 
