@@ -71,7 +71,7 @@ def demo_run(
     argv = [
         sys.executable, "-m", "router", "demo", "--no-infra", "--network", str(network),
         "--rate", str(RATE), "--duration", str(DURATION), "--workers", "1",
-        "--out", str(out), "--metrics-port", "0", "--wait-s", "8",
+        "--out", str(out), "--metrics-port", "0", "--wait-s", "12",
         "--economics-count", str(ECONOMICS_COUNT),
         "--requests-topic", f"demo.{tag}.requests", "--receipts-topic", f"demo.{tag}.receipts",
         "--dead-letter-topic", f"demo.{tag}.dead-letter", "--group", f"demo-{tag}",
