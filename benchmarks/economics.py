@@ -8,10 +8,11 @@ each policy does and how every figure is counted.
 
 Offered rate: 2,000 messages per second of virtual time by default. At that rate the
 busiest destinations push direct operators past their throughput caps now and then
-(always-direct sees about 5% of its submits throttled and fails over; supernet's own
-token buckets spill a few percent of its decisions to the next route), while the
-aggregators' caps (800-3,000 msg/s each) still leave room: the caps bind sometimes, not
-always. At 500 msg/s no cap binds; at 5,000 the cheapest aggregator's binds too.
+(always-direct sees about 5% of its submits throttled and fails over), while the
+aggregators' caps (800-3,000 msg/s each) still leave room: supernet and the oracle, which
+lean on aggregators, do not fill their own buckets at this rate. At 500 msg/s no cap
+binds; at 5,000 the cheapest aggregator's binds (always-cheapest throttled ~8%) and the
+oracle's buckets start to spill decisions to the next route.
 
 Targets (issue 6): supernet's cost per delivered message within 5% of the oracle's, at
 least 15% below always-direct's, and a delivery rate above always-cheapest's.
