@@ -1,6 +1,7 @@
 """The ceiling for the end-to-end benchmark: consume requests, produce one receipt-sized
-record per request, commit, with the same Kafka clients and settings as the worker but no
-routing and no carriers.
+record per request, commit offsets below the lowest record not yet acknowledged. The same
+Kafka clients, settings, receipt writer (router.sink.KafkaSink) and offset bookkeeping
+(router.offsets.OffsetTracker) as the worker, but no routing and no carriers.
 
 Run by benchmarks/e2e.py as one process per worker it stands in for:
     python benchmarks/passthrough.py BOOTSTRAP REQUESTS RECEIPTS GROUP
@@ -10,6 +11,8 @@ It exits on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import signal
 import sys
 import time
@@ -17,42 +20,57 @@ import time
 import uvloop
 
 from router import kafka, wire
+from router.offsets import OffsetTracker
+from router.sink import KafkaSink
+
+MAX_IN_FLIGHT = 5000
 
 
 async def main(bootstrap: str, requests: str, receipts: str, group: str) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     producer = kafka.producer(bootstrap)
     consumer = kafka.consumer(bootstrap, group, requests)
     await producer.start()
     await consumer.start()
-    encode = wire.ENCODER.encode
-    decode = wire.decode_request
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100, max_records=500)
-            futures = []
-            offsets = {}
-            for tp, records in batches.items():
-                for r in records:
-                    if r.value is None:
-                        continue
-                    try:
-                        req = decode(r.value)
-                    except ValueError:
-                        continue
-                    receipt = wire.Receipt(
-                        id=req.id, status="sent", ts=time.time_ns() // 1_000_000,
-                        account=req.account, carrier="passthrough", route="direct",
-                        attempt=1, segments=1, encoding="GSM-7", price=0.0,
-                    )  # fmt: skip
-                    futures.append(await producer.send(receipts, encode(receipt), key=r.key))
-                offsets[tp] = records[-1].offset + 1
-            if futures:
-                await asyncio.gather(*futures)
+    sink = KafkaSink(producer, receipts, f"{receipts}.dead-letter")
+    tracker: OffsetTracker[kafka.TopicPartition] = OffsetTracker()
+
+    async def committer() -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            offsets = tracker.to_commit()
             if offsets:
-                await consumer.commit(offsets)
+                with contextlib.suppress(kafka.CommitFailedError):
+                    await consumer.commit(offsets)
+                    tracker.committed(offsets)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(sink.run()), tg.create_task(committer())]
+            while not stop.is_set():
+                room = MAX_IN_FLIGHT - tracker.in_flight
+                if room <= 0:
+                    await asyncio.sleep(0.001)
+                    continue
+                batches = await consumer.getmany(timeout_ms=100, max_records=min(room, 500))
+                for tp, records in batches.items():
+                    for r in records:
+                        tracker.add(tp, r.offset)
+                        try:
+                            req = wire.decode_request(r.value or b"")
+                        except ValueError:
+                            tracker.done(tp, r.offset)
+                            continue
+                        receipt = wire.Receipt(
+                            id=req.id, status="sent", ts=time.time_ns() // 1_000_000,
+                            account=req.account, carrier="passthrough", route="direct",
+                            attempt=1, segments=1, encoding="GSM-7", price=0.0,
+                        )  # fmt: skip
+                        sink.receipt(receipt, functools.partial(tracker.done, tp, r.offset))
+            await sink.flush()
+            for task in tasks:
+                task.cancel()
     finally:
         await consumer.stop()
         await producer.stop()

@@ -19,6 +19,7 @@ log = structlog.get_logger("router.fleet")
 
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 STABLE_S = 30.0  # a worker that ran this long resets its backoff
+USAGE_ERROR = 2  # the exit code of a worker whose settings are wrong
 
 
 class Fleet:
@@ -48,6 +49,10 @@ class Fleet:
             code = await proc.wait()
             if self.stop.is_set():
                 log.info("worker stopped", worker=i, pid=proc.pid, exit_code=code)
+                return code
+            if code == USAGE_ERROR:  # bad settings: a restart would fail the same way
+                log.error("worker rejected its settings; stopping the fleet", worker=i)
+                self.stop.set()
                 return code
             failures = 0 if time.monotonic() - started > STABLE_S else failures + 1
             delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]

@@ -7,7 +7,10 @@ statuses from fixed lists; never a message id or a phone number.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "probing": 1, "open": 2}
 
@@ -18,6 +21,7 @@ SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.consumed = Counter(
             "supernet_requests_consumed_total",
             "Send requests taken from the requests topic.",
@@ -92,3 +96,12 @@ class Metrics:
             "Offset commits to Kafka.",
             registry=registry,
         )
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: ``labels()`` takes a lock and builds a
+        key on every call, which the per-message paths cannot afford."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c

@@ -152,7 +152,6 @@ class Pipeline:
         self.awaiting: dict[tuple[str, int], list[Message]] = {}
         self.timeouts: deque[tuple[float, Message, int]] = deque()
         self.held: deque[Message] = deque()
-        self._routed: dict[str, object] = {}
         self.decision_time = 0.0  # seconds spent in routing decisions since last read
         self.decisions = 0
 
@@ -177,7 +176,7 @@ class Pipeline:
             tracker.done(partition, offset)
 
         def dead_letter(reason: str, detail: str) -> None:
-            self.metrics.dead_lettered.labels(reason).inc()
+            self.metrics.child(self.metrics.dead_lettered, reason).inc()
             headers = [
                 (wire.DLQ_REASON, f"{reason}: {detail}".encode()),
                 (wire.DLQ_TOPIC, topic.encode()),
@@ -262,10 +261,7 @@ class Pipeline:
             self.awaiting[key] = [m]
         else:
             waiting.append(m)  # the same id twice in flight (a producer's duplicate)
-        counter = self._routed.get(carrier)
-        if counter is None:
-            counter = self._routed[carrier] = self.metrics.routed.labels(carrier, route.kind)
-        counter.inc()  # type: ignore[attr-defined]
+        self.metrics.child(self.metrics.routed, carrier, route.kind).inc()
 
     def on_published(self, carrier: str, items: Sequence[protocol.SubmitItem]) -> None:
         """The broker took these submits: the carrier's answer is due within the timeout."""
@@ -330,7 +326,7 @@ class Pipeline:
         assert d is not None
         assert route is not None
         m.failovers.append(wire.FailedAttempt(route.carrier, m.attempt, code))
-        self.metrics.failovers.labels(str(code)).inc()
+        self.metrics.child(self.metrics.failovers, str(code)).inc()
         if m.attempt < self.max_attempts:
             health = self.router.health
             throttle = self.router.throttle
@@ -361,8 +357,8 @@ class Pipeline:
         assert route is not None
         price = price_per_segment * d.segments
         kind = route.kind
-        self.metrics.cost_usd.labels(kind).inc(price)
-        self.metrics.receipts.labels("sent", "").inc()
+        self.metrics.child(self.metrics.cost_usd, kind).inc(price)
+        self.metrics.child(self.metrics.receipts, "sent", "").inc()
         r = m.request
         receipt = wire.Receipt(
             id=r.id,
@@ -380,7 +376,7 @@ class Pipeline:
         self.sink.receipt(receipt, m.done)
 
     def fail(self, m: Message, code: int, reason: str | None = None) -> None:
-        self.metrics.receipts.labels("failed", str(code)).inc()
+        self.metrics.child(self.metrics.receipts, "failed", str(code)).inc()
         r, d = m.request, m.decision
         receipt = wire.Receipt(
             id=r.id,
@@ -407,9 +403,9 @@ class Pipeline:
         for rep in reports:
             spec = carriers.get(rep.carrier)
             delivered = rep.status == "delivered"
-            self.metrics.delivery_reports.labels(rep.status).inc()
+            self.metrics.child(self.metrics.delivery_reports, rep.status).inc()
             code = "" if rep.code is None else str(rep.code)
-            self.metrics.receipts.labels(rep.status, code).inc()
+            self.metrics.child(self.metrics.receipts, rep.status, code).inc()
             self.sink.receipt(
                 wire.Receipt(
                     id=rep.id,

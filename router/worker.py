@@ -15,20 +15,20 @@ import contextlib
 import json
 import signal
 import time
-from collections import deque
 from pathlib import Path
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
-from router import kafka, wire
+from router import kafka
 from router.carrier_link import CarrierLink
 from router.metrics import BREAKER_VALUES, Metrics
 from router.offsets import OffsetTracker
-from router.pipeline import Done, Pipeline
+from router.pipeline import Pipeline
 from router.routing.decision import Router
 from router.routing.network import load_network
-from router.settings import WorkerSettings
+from router.settings import SettingsError, WorkerSettings
+from router.sink import KafkaSink
 
 log = structlog.get_logger("router.worker")
 
@@ -38,77 +38,6 @@ TIMER_S = 0.01  # submit timeouts and held requests are looked at this often
 GAUGES_S = 1.0
 RESUME_AT = 0.75  # intake resumes below this share of max_in_flight
 REVOKE_DRAIN_S = 5.0  # how long a rebalance waits for the revoked partitions' work
-
-
-class KafkaSink:
-    """Receipts and dead letters to Kafka. ``on_durable`` runs once Kafka acknowledged the
-    record; a record Kafka refused after its retries is fatal (``failed`` raises)."""
-
-    def __init__(self, producer: kafka.AIOKafkaProducer, receipts: str, dead_letter: str) -> None:
-        self.producer = producer
-        self.receipts_topic = receipts
-        self.dead_letter_topic = dead_letter
-        self._queue: deque[
-            tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, Done | None]
-        ] = deque()
-        self._wakeup = asyncio.Event()
-        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.unacked = 0
-
-    def receipt(self, receipt: wire.Receipt, on_durable: Done | None) -> None:
-        self._queue.append(
-            (
-                self.receipts_topic,
-                receipt.id.encode(),
-                wire.ENCODER.encode(receipt),
-                None,
-                on_durable,
-            )
-        )
-        self._wakeup.set()
-
-    def dead_letter(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        on_durable: Done,
-    ) -> None:
-        self._queue.append((self.dead_letter_topic, key, value, headers, on_durable))
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        send = self.producer.send
-        queue = self._queue
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while queue:
-                topic, key, value, headers, on_durable = queue.popleft()
-                future = await send(topic, value, key=key, headers=headers)
-                self.unacked += 1
-                future.add_done_callback(lambda f, cb=on_durable: self._acked(f, cb))
-
-    def _acked(self, future: asyncio.Future[object], on_durable: Done | None) -> None:
-        self.unacked -= 1
-        if future.cancelled() or future.exception() is not None:
-            if not self._failed.done():
-                error = future.exception() if not future.cancelled() else None
-                self._failed.set_exception(
-                    RuntimeError(f"Kafka did not take an outcome record: {error!r}")
-                )
-            return
-        if on_durable is not None:
-            on_durable()
-
-    async def failed(self) -> None:
-        """Raises when a record could not be written; never returns otherwise."""
-        await self._failed
-
-    async def flush(self) -> None:
-        while self._queue:  # noqa: ASYNC110 - run() empties it; flush is rare (shutdown)
-            await asyncio.sleep(0.005)
-        await self.producer.flush()
 
 
 class Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
@@ -304,7 +233,13 @@ def serve_metrics(settings: WorkerSettings, registry: CollectorRegistry) -> Path
     """Serve /metrics; drop a Prometheus file-discovery target if asked. Returns its path."""
     if not settings.metrics_port:
         return None
-    start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+    try:
+        start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+    except OSError as e:
+        raise SettingsError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({e}); "
+            "choose another --metrics-port, or 0 for none"
+        ) from None
     if not settings.prometheus_targets:
         return None
     target = Path(settings.prometheus_targets) / f"worker-{settings.instance}.json"

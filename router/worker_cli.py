@@ -37,6 +37,11 @@ def run_worker(args: argparse.Namespace) -> int:
     logs.configure(s.log_format, s.log_level)
     try:
         return uvloop.run(main(s))
+    except settings_mod.SettingsError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        return 2
     except Exception:
         import structlog
 

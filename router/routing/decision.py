@@ -17,7 +17,7 @@ from router.routing.e164 import MAX_DIGITS, MIN_DIGITS, normalise
 from router.routing.health import Health
 from router.routing.policy import CLASSES, TRANSACTIONAL, Route, rank
 from router.routing.segments import ASCII_BASIC, GSM7, MAX_CHARS, PART_GSM7, count
-from router.routing.table import Entry, RouteTable
+from router.routing.table import Entry, Quote, RouteTable
 from router.routing.throttle import Throttle, bucket_params
 
 BEST_REASON = tuple(
@@ -64,7 +64,7 @@ def refusal(code: int, detail: str = "", encoding: str = GSM7, segments: int = 0
 class Router:
     """The routing core's state: a route table (swappable), health and throttles."""
 
-    __slots__ = ("health", "table", "throttle")
+    __slots__ = ("_memo", "_memo_epoch", "health", "table", "throttle")
 
     def __init__(
         self, table: RouteTable, health: Health | None = None, throttle: Throttle | None = None
@@ -72,10 +72,16 @@ class Router:
         self.table = table
         self.health = health or Health()
         self.throttle = throttle or Throttle()
+        # Many entries share one set of quotes (every NANP area code the same country-wide
+        # aggregator prices, say): their ranking is computed once per (country, class,
+        # quotes) and health publication, not once per entry.
+        self._memo: dict[tuple[str, int], dict[tuple[Quote, ...], tuple[Route, ...]]] = {}
+        self._memo_epoch = -1
 
     def swap(self, table: RouteTable) -> None:
         """Replace the route table atomically (one reference assignment)."""
         self.table = table
+        self._memo = {}
 
     def decide(
         self,
@@ -165,9 +171,12 @@ class Router:
     def tick(self, now: float) -> None:
         """Let health publish; drop the cached rankings of the countries that changed."""
         by_country = self.table.by_country
+        memo = self._memo
         for country in self.health.tick(now):
             for e in by_country.get(country, ()):
                 e.epoch = -1
+            for cls in range(len(CLASSES)):
+                memo.pop((country, cls), None)
 
     def ranked(self, entry: Entry, cls: int) -> tuple[Route, ...]:
         """The cached order of ``entry``'s carriers for ``cls``, recomputed if stale."""
@@ -183,15 +192,24 @@ class Router:
         if e.epoch != health.epoch or isinstance(ranked, tuple):
             ranked = e.ranked = [None, None, None]
             e.epoch = health.epoch
-        blocked = health.unavailable
+        if self._memo_epoch != health.epoch:  # breakers changed: every ranking is stale
+            self._memo = {}
+            self._memo_epoch = health.epoch
         country = e.country
-        routes = rank(
-            (q for q in e.quotes if q.carrier not in blocked),
-            self.table.carriers,
-            cls,
-            lambda c: health.estimate(c, country),
-            bucket_params,
-        )
+        memo = self._memo.get((country, cls))
+        if memo is None:
+            memo = self._memo[(country, cls)] = {}
+        quotes = e.quotes
+        routes = memo.get(quotes)
+        if routes is None:
+            blocked = health.unavailable
+            routes = memo[quotes] = rank(
+                (q for q in quotes if q.carrier not in blocked),
+                self.table.carriers,
+                cls,
+                lambda c: health.estimate(c, country),
+                bucket_params,
+            )
         ranked[cls] = routes
         return routes
 
