@@ -38,14 +38,14 @@ class Breaker(Enum):
 
 @dataclass(slots=True)
 class HealthConfig:
-    alpha: float = 0.05  # EWMA weight of one report
+    alpha: float = 0.02  # EWMA weight of one report
     refresh_s: float = 1.0  # health reaches the ranking within this time
     failure_threshold: int = 5  # consecutive submit failures or timeouts that open
     cooldown_s: float = 10.0
     max_cooldown_s: float = 300.0
     collapse_rate: float = 0.2  # carrier-wide delivery rate that opens the breaker ...
     collapse_min_reports: int = 50  # ... once this many reports have been seen
-    rate_step: float = 0.01  # publish a delivery rate that moved this much (absolute) ...
+    rate_step: float = 0.02  # publish a delivery rate that moved this much (absolute) ...
     latency_step: float = 0.10  # ... or a latency that moved this much (relative)
 
 

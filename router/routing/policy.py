@@ -35,8 +35,8 @@ class Weights(NamedTuple):
 
 
 WEIGHTS: Final = (
-    Weights(latency=0.005, failure=0.10),  # otp: speed and reliability first
-    Weights(latency=0.001, failure=0.02),  # transactional: balanced
+    Weights(latency=0.0025, failure=0.05),  # otp: speed and reliability first
+    Weights(latency=0.0005, failure=0.01),  # transactional: balanced
     Weights(latency=0.0, failure=0.0),  # marketing: expected cost per delivered message
 )
 
