@@ -299,7 +299,10 @@ class Pipeline:
                 self.sent(m, res.price)
             else:
                 code = res.code or SUBMIT_TIMEOUT
-                health.submit_failed(cid, now, CODES.get(code, str(code)))
+                if code != protocol.THROTTLED:
+                    # A full carrier is busy, not broken: it spills over without counting
+                    # towards its breaker.
+                    health.submit_failed(cid, now, CODES.get(code, str(code)))
                 self.failover(m, code, now)
 
     def expire_submits(self) -> None:

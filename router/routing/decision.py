@@ -37,7 +37,9 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     encoding: str
     reason: str
     country: str
-    routes: tuple[Route, ...]  # the ranked candidates for the class (open breakers left out)
+    # the ranked candidates for the class; carriers whose breaker is open stay in the list
+    # (the choice skipped them, and so must a failover: see Health.unavailable)
+    routes: tuple[Route, ...]
     chosen: int  # index of the chosen route in ``routes``; -1 when not routed
     max_price: float | None
 
@@ -149,9 +151,10 @@ class Router:
             return self._unroutable(e, routes, segs, enc, max_price)
         tat = self.throttle.tat
         half_open = health.half_open
+        unavailable = health.unavailable
         i = 0
         for cid, price, interval, tau, _, _, _, _, _ in routes:
-            if max_price is None or price * segs <= max_price:
+            if (max_price is None or price * segs <= max_price) and cid not in unavailable:
                 t = tat.get(cid, now)
                 if t < now:
                     t = now
@@ -160,7 +163,9 @@ class Router:
                     if half_open and cid in half_open:
                         health.probe_taken(cid)
                     reason = (
-                        BEST_REASON[cls] if not i else self._spill(routes, i, segs, cls, max_price)
+                        BEST_REASON[cls]
+                        if not i
+                        else self._spill(routes, i, segs, cls, max_price, unavailable)
                     )
                     return Decision(
                         0, cid, price * segs, segs, enc, reason, e.country, routes, i, max_price
@@ -192,7 +197,7 @@ class Router:
         if e.epoch != health.epoch or isinstance(ranked, tuple):
             ranked = e.ranked = [None, None, None]
             e.epoch = health.epoch
-        if self._memo_epoch != health.epoch:  # breakers changed: every ranking is stale
+        if self._memo_epoch != health.epoch:  # the whole health was replaced or reset
             self._memo = {}
             self._memo_epoch = health.epoch
         country = e.country
@@ -202,9 +207,10 @@ class Router:
         quotes = e.quotes
         routes = memo.get(quotes)
         if routes is None:
-            blocked = health.unavailable
+            # Every carrier is ranked, open breakers too: decide() skips those, so a
+            # breaker opening or closing never costs a re-rank.
             routes = memo[quotes] = rank(
-                (q for q in quotes if q.carrier not in blocked),
+                quotes,
                 self.table.carriers,
                 cls,
                 lambda c: health.estimate(c, country),
@@ -215,11 +221,18 @@ class Router:
 
     @staticmethod
     def _spill(
-        routes: tuple[Route, ...], chosen: int, segs: int, cls: int, max_price: float | None
+        routes: tuple[Route, ...],
+        chosen: int,
+        segs: int,
+        cls: int,
+        max_price: float | None,
+        unavailable: set[str],
     ) -> str:
         skipped = "; ".join(
             f"{r.carrier} above max_price"
             if max_price is not None and r.price * segs > max_price
+            else f"{r.carrier} breaker open"
+            if r.carrier in unavailable
             else f"{r.carrier} at throughput cap"
             for r in routes[:chosen]
         )

@@ -14,8 +14,9 @@
   ``offline`` status open it. After ``cooldown_s`` (doubling on each failed probe, up to
   ``max_cooldown_s``) it goes half-open and lets one probe message through; the probe's
   success closes it, its failure opens it again. An offline carrier stays open until it
-  reports ``online``, then it is half-open. Breaker changes bump ``epoch`` at once, which
-  invalidates every cached ranking.
+  reports ``online``, then it is half-open. Breakers take effect at once without touching
+  the cached rankings: rankings keep every carrier, and the router skips the carriers in
+  ``unavailable`` when it chooses.
 
 Time is always a parameter: monotonic seconds as a float.
 """
@@ -88,7 +89,7 @@ class Health:
         self.epoch = 0
         self.deadline = -math.inf  # tick() is due when now >= deadline
         self.half_open: set[str] = set()  # carriers whose breaker lets one probe through
-        self.unavailable: set[str] = set()  # open or probing: left out of rankings
+        self.unavailable: set[str] = set()  # open or probing: skipped when choosing
         self._averages: dict[tuple[str, str], _Average] = {}
         self._carrier_avg: dict[str, _Average] = {}
         self._breakers: dict[str, _BreakerState] = {}
@@ -247,4 +248,3 @@ class Health:
             self.half_open.add(carrier)
         elif state in (Breaker.OPEN, Breaker.PROBING):
             self.unavailable.add(carrier)
-        self.epoch += 1

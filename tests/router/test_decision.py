@@ -167,6 +167,24 @@ def test_health_reaches_the_ranking_within_the_refresh_interval() -> None:
     assert router.decide("+15555555555", BODY, OTP, None, 0.0 + refresh).carrier == "good"
 
 
+def test_an_open_breaker_is_skipped_without_a_re_rank() -> None:
+    carriers = {
+        "good": Carrier("good", "g", "direct", 1.0, 0.99, 100.0),
+        "cheap": Carrier("cheap", "c", "aggregator", 1.0, 0.99, 100.0),
+    }
+    decks = {"good": {"1": (0.010, "x")}, "cheap": {"1": (0.009, "x")}}
+    router = Router(RouteTable(carriers, decks, COUNTRIES))
+    first = router.decide("+15555555555", BODY, OTP, None, 0.0)
+    assert first.carrier == "cheap"
+    router.health.status("cheap", online=False, now=0.5)
+    second = router.decide("+15555555555", BODY, OTP, None, 0.5)
+    assert second.carrier == "good"
+    assert second.routes is first.routes, "the cached ranking still serves"
+    assert "cheap breaker open" in second.reason
+    router.health.status("cheap", online=True, now=1.0)
+    assert router.decide("+15555555555", BODY, OTP, None, 1.0).carrier == "cheap"  # probe
+
+
 def test_offline_status_opens_until_online() -> None:
     health = Health()
     health.status("a", online=False, now=0.0)
