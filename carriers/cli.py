@@ -135,10 +135,13 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         description=textwrap.dedent(
             """\
             Run the carriers of a generated network as MQTT endpoints against Mosquitto.
-            Each carrier answers submits on supernet/carrier/<id>/submit, publishes
-            delivery reports on supernet/carrier/<id>/dlr and keeps a retained status
-            (online/offline, last-will offline) on supernet/carrier/<id>/status; see
-            carriers/protocol.py. One process hosts many carriers; split a network
+            The process announces its carriers (retained) on
+            supernet/carriers/host/<host>/carriers, takes batched submits for all of them
+            on supernet/carriers/host/<host>/submit (and supernet/carrier/<id>/submit),
+            publishes their delivery reports on supernet/carriers/host/<host>/dlr, and
+            keeps a retained status per carrier (online/offline, last-will offline) on
+            supernet/carrier/<id>/status; see carriers/protocol.py. One process hosts
+            many carriers; split a network
             over processes with --only or --shard. SIGTERM or Ctrl-C stops cleanly:
             statuses go offline and the ledger (ground truth: submits, repeats,
             delivered, undelivered, reports lost, rejections) is written as JSON.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import time
@@ -119,6 +120,11 @@ class Worker:
         network_dir = s.network_dir()
         table = load_network(network_dir)
         router = Router(table)
+        # The route table is millions of long-lived objects: move them out of the
+        # collector's sight, or every full collection walks them all (on a generated
+        # network that was most of the worker's time, charged to whatever ran next).
+        gc.collect()
+        gc.freeze()
         log.info("network loaded", network=str(network_dir), carriers=len(table.carriers))
         await kafka.ensure_topics(
             s.bootstrap,

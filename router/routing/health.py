@@ -40,7 +40,7 @@ class Breaker(Enum):
 @dataclass(slots=True)
 class HealthConfig:
     alpha: float = 0.02  # EWMA weight of one report
-    refresh_s: float = 1.0  # health reaches the ranking within this time
+    refresh_s: float = 5.0  # health reaches the ranking within this time
     failure_threshold: int = 5  # consecutive submit failures or timeouts that open
     cooldown_s: float = 10.0
     max_cooldown_s: float = 300.0
