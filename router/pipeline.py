@@ -90,6 +90,7 @@ class Message:
         "request",
         "route",
         "submitted_at",
+        "written",
     )
 
     def __init__(self, request: wire.SendRequest, done: Done) -> None:
@@ -102,6 +103,7 @@ class Message:
         self.awaiting = 0  # the attempt whose submit result is awaited; 0 if none
         self.submitted_at = 0.0
         self.failovers: list[wire.FailedAttempt] = []
+        self.written = False  # its outcome receipt has been handed to the sink
         r = request
         self.deadline_ms = (
             r.created_at + int(r.validity_s * 1000)
@@ -199,7 +201,7 @@ class Pipeline:
             # A bug met by one request must not become a crash loop that re-reads it
             # forever: the request goes to the dead-letter topic, the error to the log.
             log.exception("internal error routing a request", id=request.id)
-            if m.attempt == 0:
+            if m.attempt == 0 and not m.written and m not in self.held:
                 dead_letter("internal_error", repr(e))
             else:
                 raise  # already submitted somewhere: let the worker restart and re-read
@@ -330,6 +332,9 @@ class Pipeline:
         assert route is not None
         m.failovers.append(wire.FailedAttempt(route.carrier, m.attempt, code))
         self.metrics.child(self.metrics.failovers, str(code)).inc()
+        if m.deadline_ms is not None and self.wall_ms() > m.deadline_ms:
+            self.fail(m, EXPIRED)
+            return
         if m.attempt < self.max_attempts:
             health = self.router.health
             throttle = self.router.throttle
@@ -376,6 +381,7 @@ class Pipeline:
             price=price,
             failovers=m.failovers,
         )
+        m.written = True
         self.sink.receipt(receipt, m.done)
 
     def fail(self, m: Message, code: int, reason: str | None = None) -> None:
@@ -394,6 +400,7 @@ class Pipeline:
             encoding=d.encoding if d and d.segments else None,
             failovers=m.failovers,
         )
+        m.written = True
         self.sink.receipt(receipt, m.done)
 
     # -- from carriers -----------------------------------------------------------------
