@@ -47,7 +47,7 @@ def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
         "bootstrap_servers": bootstrap,
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 2,
+        "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "max_request_size": MAX_RECORD_BYTES + 64 * 1024,
         "client_id": "supernet",
@@ -64,7 +64,8 @@ def consumer(bootstrap: str, group: str | None, *topics: str, **overrides: Any) 
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 2000,
-        "fetch_max_wait_ms": 50,
+        "fetch_max_wait_ms": 20,
+        "fetch_min_bytes": 32 * 1024,
         "max_partition_fetch_bytes": MAX_RECORD_BYTES + 64 * 1024,
         "client_id": "supernet",
     }
