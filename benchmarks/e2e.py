@@ -209,19 +209,26 @@ async def run(args: argparse.Namespace) -> list[Result]:
         "--log-format", "json", "--log-level", "info",
     ]  # fmt: skip
     try:
-        procs.start(
-            "carriers",
-            supernet("carriers", "--network", str(network), "--mqtt-host", infra_s.host,
-                     "--mqtt-port", str(infra_s.mqtt_port), "--host-id", "bench",
-                     "--ledger", str(logs / "ledger.json")),
-        )  # fmt: skip
+        carrier_args = ["--network", str(network), "--mqtt-host", infra_s.host,
+                        "--mqtt-port", str(infra_s.mqtt_port), "--host-id", "bench",
+                        "--ledger", str(logs / "ledger.json")]  # fmt: skip
+        if args.carrier_latency != 1.0:
+            # The engine's own latency: the carriers answer (and report) this much faster.
+            scenario = logs / "carrier-latency.toml"
+            logs.mkdir(parents=True, exist_ok=True)
+            scenario.write_text(
+                'name = "carrier latency scaled for the benchmark"\n[[events]]\n'
+                f'kind = "latency_spike"\nat = 0\ncarriers = "*"\nfactor = {args.carrier_latency}\n'
+            )
+            carrier_args += ["--scenario", str(scenario)]
+        procs.start("carriers", supernet("carriers", *carrier_args))
         await procs.wait_log("carriers", "carriers ready")
         for workers in args.workers:
             tag = secrets.token_hex(3)
             # The ceiling: the same messages through a passthrough, one process per worker.
             topics = (f"bench.{tag}.ceiling.requests", f"bench.{tag}.ceiling.receipts")
             names = set()
-            for i in range(workers):
+            for i in range(0 if args.routed_only else workers):
                 name = f"passthrough-{workers}-{i}"
                 names.add(name)
                 procs.start(
@@ -229,11 +236,12 @@ async def run(args: argparse.Namespace) -> list[Result]:
                     [sys.executable, str(Path(__file__).with_name("passthrough.py")),
                      infra_s.kafka_bootstrap, *topics, f"bench-{tag}-ceiling"],
                 )  # fmt: skip
-            await asyncio.sleep(3)
-            console.print(f"[bold]ceiling, {workers} passthrough process(es)[/]")
-            steps, sat, half = await sweep("ceiling", infra_s, topics, plan, args)
-            results.append(Result("ceiling", workers, steps, sat, half))
-            procs.stop(names)
+            if names:
+                await asyncio.sleep(3)
+                console.print(f"[bold]ceiling, {workers} passthrough process(es)[/]")
+                steps, sat, half = await sweep("ceiling", infra_s, topics, plan, args)
+                results.append(Result("ceiling", workers, steps, sat, half))
+                procs.stop(names)
 
             # The engine: the same traffic through a fleet of workers and the carriers.
             topics = (f"bench.{tag}.routed.requests", f"bench.{tag}.routed.receipts")
@@ -310,6 +318,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="--step-s 4 --max-steps 5")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--network", type=Path, help="network directory (default: seed 1)")
+    parser.add_argument(
+        "--carrier-latency",
+        type=float,
+        default=1.0,
+        help="scale the carriers' submit latency and report delay (e.g. 0.05 to see the "
+        "engine's own latency apart from the simulated carriers'); default 1",
+    )
+    parser.add_argument("--routed-only", action="store_true", help="skip the ceiling runs")
     parser.add_argument("--metrics-port", type=int, default=39400)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--profile", type=Path, help="py-spy profiles of a worker go here")
