@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import phonenumbers
 
@@ -304,23 +304,13 @@ class RouterPolicy(Policy):
         """``Pipeline.failover``: the next affordable route, not broken, under its cap."""
         if f.attempt >= MAX_ATTEMPTS:
             return EXHAUSTED
-        health = self.router.health
-        throttle = self.router.throttle
-        cap, segs = f.job.max_price, f.job.segments
-        routes = f.routes
-        for i in range(f.index + 1, len(routes)):
-            r = routes[i]
-            assert isinstance(r, Route)
-            if cap is not None and r.price * segs > cap:
-                continue
-            if r.carrier in health.unavailable:
-                continue
-            if throttle.take(r.carrier, r.interval, r.tau, now):
-                if r.carrier in health.half_open:
-                    health.probe_taken(r.carrier)
-                f.index, f.carrier, f.price = i, r.carrier, r.price
-                return 0
-        return EXHAUSTED
+        routes = cast("Sequence[Route]", f.routes)  # supernet's flights hold Routes
+        i = self.router.next_route(routes, f.index, f.job.segments, f.job.max_price, now)
+        if i < 0:
+            return EXHAUSTED
+        r = routes[i]
+        f.index, f.carrier, f.price = i, r.carrier, r.price
+        return 0
 
     def accepted(self, carrier: str) -> None:
         self.router.health.submit_ok(carrier)

@@ -336,25 +336,14 @@ class Pipeline:
             self.fail(m, EXPIRED)
             return
         if m.attempt < self.max_attempts:
-            health = self.router.health
-            throttle = self.router.throttle
-            cap = d.max_price
-            segs = d.segments
-            routes = d.routes
-            for i in range(m.index + 1, len(routes)):
-                r = routes[i]
-                if cap is not None and r.price * segs > cap:
-                    continue
-                if r.carrier in health.unavailable:
-                    continue
-                if throttle.take(r.carrier, r.interval, r.tau, now):
-                    if r.carrier in health.half_open:
-                        health.probe_taken(r.carrier)  # a half-open breaker's one probe
-                    m.index = i
-                    log.debug("failover", frm=route.carrier, to=r.carrier, code=code,
-                              dest=mask(m.request.to))  # fmt: skip
-                    self.submit(m, r, now)
-                    return
+            i = self.router.next_route(d.routes, m.index, d.segments, d.max_price, now)
+            if i >= 0:
+                m.index = i
+                r = d.routes[i]
+                log.debug("failover", frm=route.carrier, to=r.carrier, code=code,
+                          dest=mask(m.request.to))  # fmt: skip
+                self.submit(m, r, now)
+                return
         self.fail(m, code)
 
     # -- outcomes ----------------------------------------------------------------------

@@ -121,7 +121,9 @@ class Child:
 
     def start(self) -> Child:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
+        # A fresh log per run: waiting counts lines in it, and an earlier run's
+        # "partitions assigned" must not pass for this one's.
+        with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router", *self.argv],
                 stdout=out,
@@ -295,6 +297,25 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
+async def skip_backlog(bootstrap: str, topic: str, group: str) -> int:
+    """Commit ``group``'s offsets at the end of ``topic``: requests an earlier, interrupted
+    run left unanswered are skipped, so this run measures only its own traffic. Returns
+    how many were skipped."""
+    tps = await _partitions(bootstrap, topic)
+    consumer = kafka.consumer(bootstrap, group)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        committed = {tp: await consumer.committed(tp) for tp in tps}
+        skipped: int = sum(end - (committed[tp] or 0) for tp, end in ends.items())
+        if ends:
+            await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
+    return skipped
+
+
 async def read_between(
     bootstrap: str, topic: str, start: dict[int, int]
 ) -> tuple[list[bytes], dict[int, int]]:
@@ -462,6 +483,15 @@ def run(config: DemoConfig, console: Console) -> Result:
         if config.metrics_port and targets.is_dir():
             fleet_argv += ["--prometheus-targets", str(targets)]
         console.print(f"demo: supernet fleet --workers {config.workers} (log {logs / 'fleet.log'})")
+        uvloop.run(
+            kafka.ensure_topics(s.kafka_bootstrap, [kafka.TopicSpec(config.requests_topic, 12)])
+        )
+        skipped = uvloop.run(skip_backlog(s.kafka_bootstrap, config.requests_topic, config.group))
+        if skipped:
+            console.print(
+                f"demo: skipped {skipped:,} requests an earlier run left in "
+                f"{config.requests_topic} (group {config.group})"
+            )
         fleet = Child("fleet", fleet_argv, logs / "fleet.log").start()
         children.append(fleet)
         fleet.wait_for('"worker up"', FLEET_START_S, count=config.workers)

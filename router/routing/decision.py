@@ -10,6 +10,8 @@ ranking cache; it does no I/O and reads the time from its ``now`` argument.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from router.routing import errors
@@ -182,6 +184,31 @@ class Router:
                 e.epoch = -1
             for cls in range(len(CLASSES)):
                 memo.pop((country, cls), None)
+
+    def next_route(
+        self,
+        routes: Sequence[Route],
+        after: int,
+        segments: int,
+        max_price: float | None,
+        now: float,
+    ) -> int:
+        """Failover: the index of the next route after ``after`` that is affordable, not
+        behind an open breaker and under its throughput cap (taking its token, and a
+        half-open breaker's one probe); -1 when there is none."""
+        health = self.health
+        throttle = self.throttle
+        for i in range(after + 1, len(routes)):
+            r = routes[i]
+            if max_price is not None and r.price * segments > max_price:
+                continue
+            if r.carrier in health.unavailable:
+                continue
+            if throttle.take(r.carrier, r.interval, r.tau, now):
+                if r.carrier in health.half_open:
+                    health.probe_taken(r.carrier)
+                return i
+        return -1
 
     def ranked(self, entry: Entry, cls: int) -> tuple[Route, ...]:
         """The cached order of ``entry``'s carriers for ``cls``, recomputed if stale."""

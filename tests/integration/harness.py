@@ -19,38 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import phonenumbers
 
-from carriers import simulation
 from router import kafka, network_file, wire
-
-
-def reduce_network(src: Path, dst: Path, regions: set[str]) -> Path:
-    """Copy the carriers that serve ``regions``: their directs whole, and the aggregators'
-    deck lines for those regions' country codes only. Same prices, same truth."""
-    codes = {str(phonenumbers.country_code_for_region(r)) for r in regions}
-    spec = network_file.load(src)
-    kept: list[network_file.CarrierSpec] = []
-    (dst / "decks").mkdir(parents=True, exist_ok=True)
-    for c in spec.carriers:
-        if not set(c.countries) & regions:
-            continue
-        with (src / c.deck).open(newline="") as f:
-            rows = list(csv.reader(f))
-        body = [row for row in rows[1:] if any(row[0].startswith(code) for code in codes)]
-        if not body:
-            continue
-        with (dst / c.deck).open("w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([rows[0], *body])
-        kept.append(msgspec.structs.replace(c, countries=sorted(set(c.countries) & regions)))
-    network_file.dump(msgspec.structs.replace(spec, carriers=kept), dst)
-    sim = simulation.load(src)
-    ids = {c.id for c in kept}
-    simulation.dump(
-        msgspec.structs.replace(sim, carriers=[t for t in sim.carriers if t.id in ids]), dst
-    )
-    return dst
 
 
 def mobile_numbers(network: Path, count: int, seed: int) -> list[str]:

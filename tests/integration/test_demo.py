@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from carriers import generator
+from carriers.network import reduce_network
 from router import kafka, wire
 from router.economics import compare
 from router.infra.settings import InfraSettings
-from tests.integration.harness import reduce_network
 
 pytestmark = pytest.mark.integration
 

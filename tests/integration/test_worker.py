@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from carriers import generator
+from carriers.network import reduce_network
 from router import wire
 from router.infra.settings import InfraSettings
 from tests.integration.harness import (
@@ -26,7 +27,6 @@ from tests.integration.harness import (
     produce,
     read_topic,
     receipts,
-    reduce_network,
     request_records,
     requests,
     wait_for_outcomes,

@@ -3,18 +3,17 @@ the same traffic, the figures add up, and the same seed gives the same figures."
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from pathlib import Path
 
-import msgspec
 import phonenumbers
 import pytest
 
 from carriers import simulation
 from carriers.generator import generate, write
-from router import economics, network_file
+from carriers.network import reduce_network
+from router import economics
 from router.economics import MAX_ATTEMPTS, POLICIES, Job, Network, Observer, PolicyResult
 from router.routing import errors
 from router.routing.decision import Router
@@ -23,33 +22,6 @@ from router.routing.table import Quote
 REGIONS = {"GB", "NG", "KE", "PE"}
 COUNT = 3_000
 RATE = 2_000.0
-
-
-def reduce_network(src: Path, dst: Path, regions: set[str]) -> Path:
-    """The carriers that serve ``regions``: directs whole, aggregators' lines for those
-    regions' country codes only; same prices, same truth (as tests/integration do)."""
-    codes = {str(phonenumbers.country_code_for_region(r)) for r in regions}
-    spec = network_file.load(src)
-    kept: list[network_file.CarrierSpec] = []
-    (dst / "decks").mkdir(parents=True, exist_ok=True)
-    for c in spec.carriers:
-        if not set(c.countries) & regions:
-            continue
-        with (src / c.deck).open(newline="") as f:
-            rows = list(csv.reader(f))
-        body = [row for row in rows[1:] if any(row[0].startswith(code) for code in codes)]
-        if not body:
-            continue
-        with (dst / c.deck).open("w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([rows[0], *body])
-        kept.append(msgspec.structs.replace(c, countries=sorted(set(c.countries) & regions)))
-    network_file.dump(msgspec.structs.replace(spec, carriers=kept), dst)
-    sim = simulation.load(src)
-    ids = {c.id for c in kept}
-    simulation.dump(
-        msgspec.structs.replace(sim, carriers=[t for t in sim.carriers if t.id in ids]), dst
-    )
-    return dst
 
 
 @pytest.fixture(scope="module")
