@@ -4,11 +4,11 @@ then a summary computed from the run's receipts, and plots."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
+from router.argtypes import positive
 from router.infra.procs import InfraError
 from router.infra.settings import InfraSettings
 from router.kafka import KafkaError
@@ -44,19 +44,6 @@ examples:
 exit codes: 0 every request got an outcome receipt, 1 some did not, 2 a step failed"""
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-        return value
-
-    return parse
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "demo",
@@ -67,21 +54,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--rate",
-        type=_positive(float),
+        type=positive(float),
         default=1000.0,
         metavar="R",
         help="requests per second (default 1000; 2000 outran 2 workers on a shared 2-core box)",
     )
     p.add_argument(
         "--duration",
-        type=_positive(float),
+        type=positive(float),
         default=60.0,
         metavar="S",
         help="seconds of load (default 60)",
     )
     p.add_argument(
         "--workers",
-        type=_positive(int),
+        type=positive(int),
         default=2,
         metavar="N",
         help="router workers in the fleet (default 2)",
@@ -100,20 +87,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--economics-count",
-        type=_positive(int),
+        type=positive(int),
         default=20_000,
         metavar="N",
         help="requests per policy in the economics run (default 20000)",
     )
     p.add_argument(
         "--outage-s",
-        type=_positive(float),
+        type=positive(float),
         metavar="S",
         help="seconds the busy carrier stays offline (default: duration / 4)",
     )
     p.add_argument(
         "--wait-s",
-        type=_positive(float),
+        type=positive(float),
         default=15.0,
         metavar="S",
         help="seconds to wait for outcomes after the load, and as much again "

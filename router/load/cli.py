@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from router import network_file
+from router.argtypes import positive
 from router.infra.settings import InfraSettings
 from router.kafka import KafkaError
 from router.load.mix import Mix, MixError, example_path, load_mix
@@ -58,24 +58,9 @@ examples:
 
 
 def _default_network() -> Path:
-    try:
-        from router.routing.network import example_network
-    except ImportError:
-        return Path(__file__).resolve().parent.parent / "examples" / "network"
+    from router.routing.network import example_network
+
     return example_network()
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-        return value
-
-    return parse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,11 +72,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG.format(example=example_path()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--rate", type=_positive(float), required=True, metavar="R",
+    p.add_argument("--rate", type=positive(float), required=True, metavar="R",
                    help="messages per second")  # fmt: skip
     bound = p.add_mutually_exclusive_group(required=True)
-    bound.add_argument("--count", type=_positive(int), metavar="N", help="messages to send")
-    bound.add_argument("--duration", type=_positive(float), metavar="S",
+    bound.add_argument("--count", type=positive(int), metavar="N", help="messages to send")
+    bound.add_argument("--duration", type=positive(float), metavar="S",
                        help="seconds to send for (rate x S messages)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1, help="traffic seed (default: 1)")
     p.add_argument("--mix", type=Path, metavar="FILE", help="TOML file overriding the mix")
