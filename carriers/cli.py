@@ -25,6 +25,7 @@ from carriers.host import CarrierHost
 from carriers.ledger import register_metrics
 from carriers.simulation import SimulationFileError
 from router.infra.settings import InfraSettings
+from router.metrics import write_target
 from router.network_file import NetworkFileError
 
 log = structlog.get_logger("carriers.cli")
@@ -181,6 +182,13 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         help="where to write the JSON ledger on exit (default: NETWORK/ledger-<host id>.json)",
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    p.add_argument(
+        "--prometheus-targets",
+        type=Path,
+        metavar="DIR",
+        help="with --metrics-port: drop a Prometheus file-discovery target in DIR "
+        "(the local Prometheus reads .supernet/prometheus/targets)",
+    )
     p.add_argument("--host-id", help="name of this process in MQTT (default: hostname-pid)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_carriers)
@@ -235,6 +243,15 @@ def _carriers(args: argparse.Namespace) -> int:
         registry = CollectorRegistry()
         register_metrics(registry, ledger)
         server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    target = None
+    if server is not None and args.prometheus_targets is not None:
+        target = write_target(
+            args.prometheus_targets,
+            f"carriers-{host_id}",
+            "127.0.0.1",
+            args.metrics_port,
+            {"carriers": host_id},
+        )
     host = CarrierHost(
         endpoints,
         ledger,
@@ -258,6 +275,8 @@ def _carriers(args: argparse.Namespace) -> int:
         log.info("ledger written", path=str(ledger_path), **_flat(ledger.totals()))
         if server is not None:
             server.shutdown()
+        if target is not None:
+            target.unlink(missing_ok=True)
     return 0
 
 

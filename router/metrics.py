@@ -7,10 +7,23 @@ statuses from fixed lists; never a message id or a phone number.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+
+
+def write_target(directory: Path, name: str, host: str, port: int, labels: dict[str, str]) -> Path:
+    """Drop a Prometheus file-discovery target for a ``/metrics`` endpoint into
+    ``directory`` (the local Prometheus reads ``<state>/prometheus/targets/*.json``);
+    the caller removes the file when it stops serving."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    target = directory / f"{name}.json"
+    target.write_text(json.dumps([{"targets": [address], "labels": labels}]))
+    return target
+
 
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "probing": 1, "open": 2}
 

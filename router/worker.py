@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import signal
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from router import kafka
 from router.carrier_link import CarrierLink
-from router.metrics import BREAKER_VALUES, Metrics
+from router.metrics import BREAKER_VALUES, Metrics, write_target
 from router.offsets import OffsetTracker
 from router.pipeline import Pipeline
 from router.routing.decision import Router
@@ -248,13 +247,13 @@ def serve_metrics(settings: WorkerSettings, registry: CollectorRegistry) -> Path
         ) from None
     if not settings.prometheus_targets:
         return None
-    target = Path(settings.prometheus_targets) / f"worker-{settings.instance}.json"
-    host = settings.metrics_host
-    address = (
-        f"[{host}]:{settings.metrics_port}" if ":" in host else f"{host}:{settings.metrics_port}"
+    return write_target(
+        Path(settings.prometheus_targets),
+        f"worker-{settings.instance}",
+        settings.metrics_host,
+        settings.metrics_port,
+        {"worker": settings.instance},
     )
-    target.write_text(json.dumps([{"targets": [address], "labels": {"worker": settings.instance}}]))
-    return target
 
 
 async def main(settings: WorkerSettings) -> int:

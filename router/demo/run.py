@@ -73,6 +73,7 @@ CARRIERS_START_S = 120.0
 FLEET_STOP_S = 60.0
 CARRIERS_STOP_S = 30.0
 LEAD_S = 1.0  # from the carriers being ready to the first request
+CARRIERS_METRICS_PORT = 19480  # the carriers' ledger as Prometheus metrics
 
 
 class DemoError(Exception):
@@ -519,6 +520,16 @@ def run(config: DemoConfig, console: Console) -> Result:
                 str(out / "ledger.json"),
                 "--host-id",
                 f"demo-{os.getpid()}",
+                *(
+                    [
+                        "--metrics-port",
+                        str(CARRIERS_METRICS_PORT),
+                        "--prometheus-targets",
+                        str(targets),
+                    ]
+                    if config.metrics_port and targets.is_dir()
+                    else []
+                ),
             ],
             logs / "carriers.log",
         ).start()
