@@ -23,6 +23,12 @@ Topics (``<id>`` a carrier id, ``<host>`` a carrier process; all QoS 1)
   ``offline``);
 - ``supernet/carriers/host/<host>/status``: retained, ``online`` / ``offline``, one
   per carrier process (informational).
+- ``supernet/carriers/host/<host>/dlr-ack``: router -> carrier process,
+  ``ReportAckBatch``: the reports whose receipts are durable in Kafka (an
+  application-level acknowledgement, as SMPP's deliver_sm_resp). A carrier process keeps
+  every report it published until it is acknowledged, and publishes it again
+  (``resent`` + 1) after ``REPORT_RESEND_S`` to the shared group, so a report held by a
+  router that died is handled by another.
 
 Why batches per process and not per carrier: aiomqtt over paho reaches about 2,700 QoS 1
 publishes a second on these machines (4,500 calling paho directly), whatever the payload
@@ -74,7 +80,16 @@ carries all a router needs to write the receipt with no state of its own: ``id``
 (``delivered`` or ``undelivered``), ``code`` (int or nil), ``price`` (USD per segment
 billed), ``currency`` (``USD``), ``segments``, ``attempt``, ``encoding``, ``ts`` (report
 time, ms since the Unix epoch), ``country`` and ``submitted_ts`` (echoed from the
-submit). A report may never come (lost, as on real networks).
+submit). ``resent`` (int, 0 the first time) counts how often the carrier published it again
+because no router acknowledged it. A report may never come (lost, as on real networks);
+one that was published comes again until a router acknowledges it.
+
+Report acknowledgement (router -> carrier process), ``ReportAckBatch``
+----------------------------------------------------------------------
+``{"router": str (the acknowledging router's instance), "acks": [ReportAck, ...]}``;
+``ReportAck``: ``id``, ``carrier``: the report of message ``id`` at ``carrier``, whose
+receipt Kafka has acknowledged. An ack for a report the process does not hold (acked
+already, or never sent) is ignored. Published on the host's ``dlr-ack`` topic, QoS 1.
 
 Batching: a carrier process flushes a batch of results (per reply topic) at 256 items or
 5 ms after its first item, whichever comes first (``MAX_BATCH``, ``FLUSH_INTERVAL_S``),
@@ -110,6 +125,8 @@ DIRECTORY_ALL: Final = f"{HOST_TOPIC_ROOT}/+/carriers"
 
 MAX_BATCH: Final = 256
 FLUSH_INTERVAL_S: Final = 0.005
+REPORT_RESEND_S: Final = 10.0
+"""A carrier process publishes an unacknowledged report again after this many seconds."""
 
 Status = Literal["online", "offline"]
 ONLINE: Final = b"online"
@@ -158,6 +175,10 @@ def host_submit_topic(host_id: str) -> str:
 
 def host_dlr_topic(host_id: str) -> str:
     return f"{HOST_TOPIC_ROOT}/{host_id}/dlr"
+
+
+def host_dlr_ack_topic(host_id: str) -> str:
+    return f"{HOST_TOPIC_ROOT}/{host_id}/dlr-ack"
 
 
 def directory_topic(host_id: str) -> str:
@@ -242,11 +263,22 @@ class DeliveryReport(msgspec.Struct, frozen=True, omit_defaults=True):
     encoding: str = "GSM-7"
     country: str = ""
     submitted_ts: int = 0
+    resent: int = 0
 
 
 class DeliveryReportBatch(msgspec.Struct, frozen=True):
     carrier: str  # the host id (each report names its carrier)
     reports: list[DeliveryReport]
+
+
+class ReportAck(msgspec.Struct, frozen=True):
+    id: str
+    carrier: str
+
+
+class ReportAckBatch(msgspec.Struct, frozen=True):
+    router: str
+    acks: list[ReportAck]
 
 
 class HostDirectory(msgspec.Struct, frozen=True):
@@ -281,6 +313,7 @@ SUBMIT_BATCH: Final = Codec(SubmitBatch)
 RESULT_BATCH: Final = Codec(SubmitResultBatch)
 REPORT_BATCH: Final = Codec(DeliveryReportBatch)
 DIRECTORY: Final = Codec(HostDirectory)
+REPORT_ACK_BATCH: Final = Codec(ReportAckBatch)
 
 
 def decode_status(payload: bytes) -> Status:

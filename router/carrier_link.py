@@ -12,15 +12,22 @@ is dispatched to a ``LinkHandler``:
 - carriers' retained ``online``/``offline`` statuses (last-will included),
 - carrier processes' retained directories (which carriers each hosts).
 
-If the broker connection drops, ``run`` raises: the worker exits non-zero and its
-supervisor restarts it; in-flight requests are read again from Kafka by whoever owns
-their partitions then.
+Delivery reports are acknowledged (``ack_report``) once their receipts are durable:
+acks are batched per carrier process onto its ``dlr-ack`` topic, like submits.
+
+If the broker connection drops, ``run`` reconnects with capped exponential backoff and
+subscribes again; submits and acks wait in their queues meanwhile (bounded by the
+worker's in-flight limit) and a batch whose publish was cut off is published again (the
+carrier answers a repeated id as a duplicate). A submit's timeout starts only once the
+broker has taken it (``on_published``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import aiomqtt
@@ -34,6 +41,8 @@ log = structlog.get_logger("router.carrier_link")
 # QoS 1 publishes in flight at once: each waits for the broker's PUBACK (tens of ms when
 # the loop is busy), so the publish rate is bounded by this, not by CPU.
 PUBLISHERS = 64
+ACK_FLUSH_S = 0.05  # acknowledgements are not latency-critical: fewer, larger batches
+RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # backoff steps (with jitter), the last repeated
 
 
 class LinkHandler(Protocol):
@@ -61,6 +70,7 @@ class CarrierLink:
         instance: str,
         dlr_group: str,
         handler: LinkHandler | None = None,
+        on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -74,11 +84,18 @@ class CarrierLink:
         self._buffers: dict[str, list[protocol.SubmitItem]] = {}
         self._flush_handles: dict[str, asyncio.TimerHandle] = {}
         # Unbounded here, bounded by the worker: every batch holds at least one request in
-        # flight, and intake pauses at max_in_flight.
-        self._queue: asyncio.Queue[tuple[str, list[protocol.SubmitItem], bytes]] = asyncio.Queue()
+        # flight (or one report receipt), and intake pauses at max_in_flight.
+        self._queue: deque[tuple[str, list[protocol.SubmitItem], bytes]] = deque()
+        self._queued = asyncio.Event()
+        self._acks: dict[str, list[protocol.ReportAck]] = {}  # host -> acks to publish
+        self._ack_handles: dict[str, asyncio.TimerHandle] = {}
         self._client: aiomqtt.Client | None = None
-        self.ready = asyncio.Event()
+        self.on_state = on_state or (lambda up: None)
+        self.ready = asyncio.Event()  # connected and subscribed
         self.malformed = 0
+        self.reconnects = 0
+        self.acked = 0
+        self._was_up = False
 
     # -- submitting (called synchronously from the worker's callbacks) ------------------
 
@@ -110,7 +127,32 @@ class CarrierLink:
         payload = protocol.SUBMIT_BATCH.encode(
             protocol.SubmitBatch(carrier="", reply_to=self.reply_to, items=items)
         )
-        self._queue.put_nowait((topic, items, payload))
+        self._queue.append((topic, items, payload))
+        self._queued.set()
+
+    def ack_report(self, host: str, carrier: str, message_id: str) -> None:
+        """Acknowledge a delivery report to carrier process ``host`` (its receipt is
+        durable); published in batches."""
+        acks = self._acks.get(host)
+        if acks is None:
+            acks = self._acks[host] = []
+            loop = asyncio.get_running_loop()
+            self._ack_handles[host] = loop.call_later(ACK_FLUSH_S, self._flush_acks, host)
+        acks.append(protocol.ReportAck(message_id, carrier))
+        if len(acks) >= protocol.MAX_BATCH * 4:
+            self._flush_acks(host)
+
+    def _flush_acks(self, host: str) -> None:
+        handle = self._ack_handles.pop(host, None)
+        if handle is not None:
+            handle.cancel()
+        acks = self._acks.pop(host, None)
+        if not acks:
+            return
+        payload = protocol.REPORT_ACK_BATCH.encode(protocol.ReportAckBatch(self.instance, acks))
+        self.acked += len(acks)
+        self._queue.append((protocol.host_dlr_ack_topic(host), [], payload))
+        self._queued.set()
 
     def on_directory(self, host: str, carriers: Sequence[str]) -> None:
         for carrier in self._hosted.pop(host, []):
@@ -123,17 +165,41 @@ class CarrierLink:
     def flush_all(self) -> None:
         for topic in list(self._buffers):
             self._flush(topic)
+        for host in list(self._acks):
+            self._flush_acks(host)
 
-    async def drained(self) -> None:
-        """Wait until every buffered submit has been published."""
-        self.flush_all()
-        await self._queue.join()
+    @property
+    def queued(self) -> int:
+        """Batches waiting to be published (submits and acknowledgements)."""
+        return len(self._queue)
 
     # -- the connection -----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, subscribe, publish and dispatch until cancelled; raises if the broker
-        connection is lost."""
+        """Connect, subscribe, publish and dispatch until cancelled, reconnecting with
+        backoff whenever the broker connection is lost."""
+        if self.handler is None:
+            raise RuntimeError("CarrierLink.handler must be set before run()")
+        failures = 0
+        while True:
+            error: BaseException | None = None
+            try:
+                await self._connected()
+            except* (aiomqtt.MqttError, OSError) as group:
+                error = group.exceptions[0]
+            self.ready.clear()
+            self.on_state(False)
+            if self._client is not None and error is not None and failures == 0:
+                log.warning("carrier link lost; reconnecting", error=str(error),
+                            broker=f"{self.host}:{self.port}")  # fmt: skip
+            self._client = None
+            # Back off from the second failure in a row on; an up connection resets it.
+            delay = RECONNECT_S[min(failures, len(RECONNECT_S) - 1)] * random.uniform(0.8, 1.2)
+            failures = 0 if self._was_up else failures + 1
+            self._was_up = False
+            await asyncio.sleep(delay)
+
+    async def _connected(self) -> None:
         async with aiomqtt.Client(
             self.host,
             self.port,
@@ -141,7 +207,7 @@ class CarrierLink:
             clean_session=True,
             max_inflight_messages=1000,
             max_queued_incoming_messages=0,
-            keepalive=30,
+            keepalive=10,
         ) as client:
             self._client = client
             client.pending_calls_threshold = 2 * PUBLISHERS  # we keep this many on purpose
@@ -149,27 +215,40 @@ class CarrierLink:
             await client.subscribe(protocol.dlr_shared_subscription(self.dlr_group), qos=1)
             await client.subscribe(protocol.STATUS_ALL, qos=1)
             await client.subscribe(protocol.DIRECTORY_ALL, qos=1)
-            if self.handler is None:
-                raise RuntimeError("CarrierLink.handler must be set before run()")
+            if self.reconnects:
+                log.info("carrier link restored", reconnects=self.reconnects)
+            self.reconnects += 1
+            self._was_up = True
             self.ready.set()
+            self.on_state(True)
             log.info("carrier link up", broker=f"{self.host}:{self.port}", reply_to=self.reply_to)
             async with asyncio.TaskGroup() as tg:
                 for _ in range(PUBLISHERS):
                     tg.create_task(self._publisher(client))
                 await self._dispatch(client)
+            raise aiomqtt.MqttError("the broker ended the message stream")
 
     async def _publisher(self, client: aiomqtt.Client) -> None:
         queue = self._queue
         handler = self.handler
         assert handler is not None
         while True:
-            topic, items, payload = await queue.get()
+            while not queue:
+                self._queued.clear()
+                await self._queued.wait()
+            batch = queue.popleft()
+            topic, items, payload = batch
             try:
                 await client.publish(topic, payload, qos=1)
+            except BaseException:
+                # Cut off (connection lost, or cancelled with it): publish it again once
+                # reconnected; the carrier answers a repeated id as a duplicate.
+                queue.appendleft(batch)
+                self._queued.set()
+                raise
+            if items:
                 # The broker has the batch: from now on the carrier's answer is awaited.
                 handler.on_published("", items)
-            finally:
-                queue.task_done()
 
     async def _dispatch(self, client: aiomqtt.Client) -> None:
         handler = self.handler
@@ -188,7 +267,8 @@ class CarrierLink:
                     handler.on_results(rb.carrier, rb.results)
                 elif topic.endswith("/dlr"):
                     db = reports.decode(payload)
-                    handler.on_reports(db.carrier, db.reports)
+                    # acks go to the process that sent the batch: the topic names it
+                    handler.on_reports(protocol.host_of(topic), db.reports)
                 elif topic.endswith("/carriers"):
                     host = protocol.host_of(topic)
                     carriers = protocol.DIRECTORY.decode(payload).carriers if payload else []

@@ -12,19 +12,28 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 
 __all__ = [
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
     "CommitFailedError",
     "ConsumerRebalanceListener",
+    "KafkaConnectionError",
     "KafkaError",
     "TopicPartition",
     "TopicSpec",
+    "compacted",
     "consumer",
     "ensure_topics",
+    "partition_counts",
     "producer",
+    "read_partition_since",
 ]
 
 
@@ -38,6 +47,17 @@ class TopicSpec:
     name: str
     partitions: int
     max_record_bytes: int = MAX_RECORD_BYTES
+    configs: tuple[tuple[str, str], ...] = ()
+
+
+def compacted(name: str, partitions: int, retention_ms: int) -> TopicSpec:
+    """A topic that keeps the latest record per key, and nothing older than retention."""
+    return TopicSpec(
+        name,
+        partitions,
+        1024 * 1024,
+        (("cleanup.policy", "compact,delete"), ("retention.ms", str(retention_ms))),
+    )
 
 
 def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
@@ -73,6 +93,60 @@ def consumer(bootstrap: str, group: str | None, *topics: str, **overrides: Any) 
     return AIOKafkaConsumer(*topics, **settings)
 
 
+async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """Partitions of each of ``topics`` that exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="supernet-admin")
+    await admin.start()
+    try:
+        names = [t for t in topics if t in set(await admin.list_topics())]
+        if not names:
+            return {}
+        described = await admin.describe_topics(names)
+        return {
+            d.get("topic") or d["name"]: len(d["partitions"])
+            for d in described
+            if not d["error_code"]
+        }
+    finally:
+        await admin.close()
+
+
+async def read_partition_since(
+    bootstrap: str, tp: TopicPartition, since_ms: int, client_id: str
+) -> list[bytes]:
+    """Every value in ``tp`` written at or after ``since_ms`` (ms since the epoch), up to
+    the partition's end when called. One short-lived consumer outside any group."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=client_id,
+        max_partition_fetch_bytes=MAX_RECORD_BYTES + 64 * 1024,
+        fetch_max_wait_ms=10,
+    )
+    await reader.start()
+    try:
+        reader.assign([tp])
+        end = (await reader.end_offsets([tp]))[tp]
+        found = (await reader.offsets_for_times({tp: since_ms}))[tp]
+        start = end if found is None else found.offset
+        if start >= end:
+            return []
+        reader.seek(tp, start)
+        values: list[bytes] = []
+        while True:
+            batch = await reader.getmany(tp, timeout_ms=500, max_records=10_000)
+            for record in batch.get(tp, []):
+                if record.offset >= end:
+                    return values
+                if record.value is not None:
+                    values.append(record.value)
+            if await reader.position(tp) >= end:
+                return values
+    finally:
+        await reader.stop()
+
+
 async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec]) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="supernet-admin")
@@ -84,7 +158,7 @@ async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec]) -> None:
                 t.name,
                 num_partitions=t.partitions,
                 replication_factor=1,
-                topic_configs={"max.message.bytes": str(t.max_record_bytes)},
+                topic_configs={"max.message.bytes": str(t.max_record_bytes), **dict(t.configs)},
             )
             for t in topics
             if t.name not in existing

@@ -66,7 +66,7 @@ class Metrics:
         )
         self.receipts = Counter(
             "supernet_receipts_total",
-            "Receipts written, by status and error code ('' when none).",
+            "Receipts acknowledged by Kafka, by status and error code ('' when none).",
             ["status", "code"],
             registry=registry,
         )
@@ -102,6 +102,60 @@ class Metrics:
             "supernet_delivery_reports_total",
             "Delivery reports received from carriers, by status.",
             ["status"],
+            registry=registry,
+        )
+        self.held = Gauge(
+            "supernet_held",
+            "Requests waiting for a carrier that can take them (intake paused meanwhile).",
+            registry=registry,
+        )
+        self.internal_errors = Counter(
+            "supernet_internal_errors_total",
+            "Unexpected errors met handling one message or report (the message is "
+            "dead-lettered with reason 'internal'; the worker goes on).",
+            registry=registry,
+        )
+        self.duplicate_requests = Counter(
+            "supernet_duplicate_requests_total",
+            "Requests repeating a recent id, answered without a new submit, by the "
+            "original's state (sent, failed, in_flight).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.resumed = Counter(
+            "supernet_resumed_total",
+            "Re-read requests resubmitted to the carrier of their last logged attempt.",
+            registry=registry,
+        )
+        self.resubmits = Counter(
+            "supernet_resubmits_total",
+            "Submits asked again of the same carrier after no answer in time.",
+            registry=registry,
+        )
+        self.attempts_restored = Counter(
+            "supernet_attempts_restored_total",
+            "Attempt records read back from the attempts log on partition assignment.",
+            registry=registry,
+        )
+        self.reports_resent = Counter(
+            "supernet_delivery_reports_resent_total",
+            "Delivery reports received that a carrier had published before (unacknowledged).",
+            registry=registry,
+        )
+        self.report_acks = Counter(
+            "supernet_report_acks_total",
+            "Delivery reports acknowledged to carriers (their receipts durable).",
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            "supernet_broker_connected",
+            "1 while the worker's connection to the broker works (kafka, mqtt), else 0.",
+            ["broker"],
+            registry=registry,
+        )
+        self.worker_restarts = Gauge(
+            "supernet_worker_restarts",
+            "Times the fleet restarted this worker's slot before this process started.",
             registry=registry,
         )
         self.commits = Counter(

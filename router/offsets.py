@@ -62,6 +62,10 @@ class OffsetTracker(Generic[P]):
         else:
             p.done.add(offset)
 
+    def owns(self, partition: P) -> bool:
+        """Whether ``partition`` is tracked (taken in and not forgotten since)."""
+        return partition in self._parts
+
     def pending(self, partition: P) -> int:
         p = self._parts.get(partition)
         return 0 if p is None else len(p.in_order) - len(p.done)

@@ -38,7 +38,13 @@ class WorkerSettings:
     requests_topic: str = _help("topic of send requests", default="sms.requests")
     receipts_topic: str = _help("topic of receipts (status events)", default="sms.receipts")
     dead_letter_topic: str = _help("topic of undecodable requests", default="sms.dead-letter")
+    attempts_topic: str = _help(
+        "internal compacted topic: the write-ahead log of carrier attempts", default="sms.attempts"
+    )
     group: str = _help("Kafka consumer group of the fleet", default="supernet-routers")
+    group_instance_id: str = _help(
+        "static group membership id (the fleet sets one per slot; empty: dynamic)", default=""
+    )
     partitions: int = _help("partitions when the worker creates the topics", default=12)
     mqtt_host: str = _help("Mosquitto host (the carrier interconnect)", default="127.0.0.1")
     mqtt_port: int = _help("Mosquitto port", default=11883)
@@ -47,6 +53,13 @@ class WorkerSettings:
     max_in_flight: int = _help("requests in flight before intake pauses", default=5_000)
     submit_timeout_s: float = _help("seconds to wait for a carrier's submit result", default=10.0)
     max_attempts: int = _help("carriers tried per message before it fails", default=3)
+    hold_limit_s: float = _help(
+        "seconds a message may wait while no carrier can take it, before it fails", default=30.0
+    )
+    dedupe_window_s: float = _help(
+        "seconds a message id is remembered: a repeat gets the original outcome", default=300.0
+    )
+    dedupe_max_ids: int = _help("message ids remembered per worker, at most", default=200_000)
     commit_interval_s: float = _help("seconds between offset commits", default=0.2)
     drain_timeout_s: float = _help("seconds SIGTERM waits for in-flight work", default=20.0)
     metrics_host: str = _help("address of the /metrics endpoint", default="127.0.0.1")
@@ -67,7 +80,8 @@ class WorkerSettings:
 
     def check(self) -> None:
         positive = ("partitions", "max_in_flight", "submit_timeout_s", "max_attempts",
-                    "commit_interval_s", "drain_timeout_s")  # fmt: skip
+                    "commit_interval_s", "drain_timeout_s", "hold_limit_s", "dedupe_window_s",
+                    "dedupe_max_ids")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, not {getattr(self, name)}")

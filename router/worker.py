@@ -3,9 +3,17 @@ only below the lowest request without a durable outcome.
 
 The worker is the imperative shell around ``Pipeline``: it owns the Kafka consumer and
 producer, the carrier link, the timers, backpressure (pausing partitions), rebalances and
-shutdown. A failure of any part (broker connection lost, a receipt Kafka would not take)
-ends the process with a non-zero exit, loudly; the fleet or Kubernetes restarts it, and
-the requests it had in flight are read again by whoever owns their partitions then.
+shutdown. On assignment it restores the partitions' recent attempts from the attempts log
+(``router.attempts``) before it handles a record of theirs; on revocation it forgets
+them. Broker outages are ridden out: the carrier link reconnects, the sink sends refused
+batches again, aiokafka reconnects the consumer. What cannot be ridden out (a record
+Kafka refuses for good, a failed restore) ends the process with a non-zero exit, loudly;
+the fleet or Kubernetes restarts it, and the requests it had in flight are read again by
+whoever owns their partitions then (resumed at the carriers their attempts went to).
+
+With ``group_instance_id`` (the fleet gives each slot one) the worker is a static member
+of the group: a restarted slot gets its partitions back without a rebalance, so the
+other workers never stop for it.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from pathlib import Path
@@ -20,7 +29,8 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
-from router import kafka
+from router import attempts, kafka
+from router.attempts import AttemptMemory
 from router.carrier_link import CarrierLink
 from router.metrics import BREAKER_VALUES, Metrics, write_target
 from router.offsets import OffsetTracker
@@ -34,7 +44,8 @@ log = structlog.get_logger("router.worker")
 
 PartitionKey = tuple[kafka.TopicPartition, int]  # (partition, assignment generation)
 
-TIMER_S = 0.01  # submit timeouts and held requests are looked at this often
+TIMER_S = 0.01  # submit timeouts are looked at this often
+HELD_S = 0.1  # held requests are tried again this often
 GAUGES_S = 1.0
 RESUME_AT = 0.75  # intake resumes below this share of max_in_flight
 REVOKE_DRAIN_S = 5.0  # how long a rebalance waits for the revoked partitions' work
@@ -48,6 +59,11 @@ class Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         await self.worker.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
+        try:
+            await self.worker.restore(assigned)
+        except Exception as e:  # aiokafka would log and go on: without the attempts, no
+            self.worker.fatal = e  # record of these partitions may be routed, so stop
+            return
         self.worker.assign(assigned)
 
 
@@ -62,6 +78,8 @@ class Worker:
         self.paused = False
         self.stop = asyncio.Event()
         self.consumer: kafka.AIOKafkaConsumer | None = None
+        self.pipeline: Pipeline | None = None
+        self.fatal: BaseException | None = None  # set by a callback that cannot raise
 
     # -- partitions and offsets ---------------------------------------------------------
 
@@ -73,6 +91,34 @@ class Worker:
             self.generation[tp] = self._generations
         self.paused = False
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def restore(self, assigned: set[kafka.TopicPartition]) -> None:
+        """Read the assigned partitions' attempts of the dedupe window back into memory."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        s = self.settings
+        since = time.time_ns() // 1_000_000 - int(s.dedupe_window_s * 1000)
+        started = time.monotonic()
+        total = 0
+        for tp in sorted(assigned, key=lambda t: t.partition):
+            values = await kafka.read_partition_since(
+                s.bootstrap,
+                kafka.TopicPartition(s.attempts_topic, tp.partition),
+                since,
+                client_id=f"supernet-{s.instance}-restore",
+            )
+            records = []
+            for value in values:
+                try:
+                    records.append(attempts.DECODER.decode(value))
+                except ValueError:
+                    log.warning("undecodable attempt record skipped", partition=tp.partition)
+            pipeline.restore(tp.partition, records)
+            total += len(records)
+        self.metrics.attempts_restored.inc(total)
+        log.info("attempts restored", partitions=sorted(tp.partition for tp in assigned),
+                 records=total, seconds=round(time.monotonic() - started, 3))  # fmt: skip
 
     async def revoke(self, revoked: set[kafka.TopicPartition]) -> None:
         keys = [(tp, self.generation[tp]) for tp in revoked if tp in self.generation]
@@ -93,6 +139,8 @@ class Worker:
         abandoned = sum(self.tracker.forget(k) for k in keys)
         for tp in revoked:
             self.generation.pop(tp, None)
+        if self.pipeline is not None:
+            self.pipeline.forget({tp.partition for tp in revoked})
         log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked),
                  abandoned_in_flight=abandoned)  # fmt: skip
 
@@ -125,20 +173,27 @@ class Worker:
         gc.collect()
         gc.freeze()
         log.info("network loaded", network=str(network_dir), carriers=len(table.carriers))
-        await kafka.ensure_topics(
-            s.bootstrap,
-            [kafka.TopicSpec(t, s.partitions)
-             for t in (s.requests_topic, s.receipts_topic, s.dead_letter_topic)],
-        )  # fmt: skip
+        await self._ensure_topics()
         producer = kafka.producer(s.bootstrap, client_id=f"supernet-{s.instance}")
+        connected = self.metrics.broker_connected
         async with contextlib.AsyncExitStack() as stack:
             await producer.start()
             stack.push_async_callback(producer.stop)
-            sink = KafkaSink(producer, s.receipts_topic, s.dead_letter_topic)
-            link = CarrierLink(s.mqtt_host, s.mqtt_port, s.instance, s.dlr_group)
-            pipeline = Pipeline(
+            sink = KafkaSink(
+                producer, s.receipts_topic, s.dead_letter_topic, s.attempts_topic,
+                on_state=lambda up: connected.labels("kafka").set(int(up)),
+            )  # fmt: skip
+            connected.labels("kafka").set(1)
+            link = CarrierLink(
+                s.mqtt_host, s.mqtt_port, s.instance, s.dlr_group,
+                on_state=lambda up: connected.labels("mqtt").set(int(up)),
+            )  # fmt: skip
+            connected.labels("mqtt").set(0)
+            pipeline = self.pipeline = Pipeline(
                 router, table.carriers, link, sink, self.tracker, self.metrics,
                 submit_timeout_s=s.submit_timeout_s, max_attempts=s.max_attempts,
+                hold_limit_s=s.hold_limit_s,
+                memory=AttemptMemory(s.dedupe_window_s, s.dedupe_max_ids),
             )  # fmt: skip
             link.handler = pipeline
             async with asyncio.TaskGroup() as tg:
@@ -152,19 +207,44 @@ class Worker:
                 ]
                 async with asyncio.timeout(30):
                     await link.ready.wait()
+                static = {"group_instance_id": s.group_instance_id} if s.group_instance_id else {}
                 consumer = self.consumer = kafka.consumer(
                     s.bootstrap, s.group, client_id=f"supernet-{s.instance}",
-                    max_poll_interval_ms=60_000, session_timeout_ms=10_000,
-                    heartbeat_interval_ms=2_000,
+                    max_poll_interval_ms=60_000,
+                    # A static member that dies keeps its partitions this long: long enough
+                    # for the fleet to restart it (a network load takes seconds).
+                    session_timeout_ms=30_000 if static else 10_000,
+                    heartbeat_interval_ms=2_000, **static,
                 )  # fmt: skip
                 await consumer.start()
                 stack.push_async_callback(consumer.stop)
                 consumer.subscribe([s.requests_topic], listener=Rebalance(self))
-                log.info("worker up", instance=s.instance, group=s.group)
+                log.info("worker up", instance=s.instance, group=s.group,
+                         group_instance_id=s.group_instance_id or None)  # fmt: skip
                 await self._intake(consumer, pipeline)
                 await self._drain(link, sink)
                 for task in background:
                     task.cancel()
+
+    async def _ensure_topics(self) -> None:
+        """The topics the worker needs; the attempts log gets as many partitions as the
+        requests topic (request partition p -> attempts partition p)."""
+        s = self.settings
+        bootstrap = s.bootstrap
+        plain = (s.requests_topic, s.receipts_topic, s.dead_letter_topic)
+        await kafka.ensure_topics(bootstrap, [kafka.TopicSpec(t, s.partitions) for t in plain])
+        counts = await kafka.partition_counts(bootstrap, [s.requests_topic, s.attempts_topic])
+        requests = counts.get(s.requests_topic, s.partitions)
+        # Kept a day: far longer than any dedupe window; compaction keeps the latest per id.
+        await kafka.ensure_topics(
+            bootstrap, [kafka.compacted(s.attempts_topic, requests, 24 * 3600 * 1000)]
+        )
+        have = counts.get(s.attempts_topic, requests)
+        if have < requests:
+            raise SettingsError(
+                f"attempts topic {s.attempts_topic} has {have} partitions but requests topic "
+                f"{s.requests_topic} has {requests}: they must match (add partitions to it)"
+            )
 
     async def _intake(self, consumer: kafka.AIOKafkaConsumer, pipeline: Pipeline) -> None:
         s = self.settings
@@ -173,6 +253,8 @@ class Worker:
         take = pipeline.take
         observe = self.metrics.decision_seconds.observe
         while not self.stop.is_set():
+            if self.fatal is not None:
+                raise RuntimeError("restoring attempts on assignment failed") from self.fatal
             busy = tracker.in_flight >= high or bool(pipeline.held)
             if busy and not self.paused:
                 consumer.pause(*consumer.assignment())
@@ -204,6 +286,9 @@ class Worker:
         link.flush_all()
         while self.tracker.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        link.flush_all()  # acknowledgements of the last reports
+        while link.queued and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         await sink.flush()
         await self.commit()
         if self.tracker.in_flight:
@@ -213,10 +298,13 @@ class Worker:
             log.info("drained; offsets committed")
 
     async def _timers(self, pipeline: Pipeline) -> None:
+        held_at = 0.0
         while True:
             await asyncio.sleep(TIMER_S)
             pipeline.expire_submits()
-            if pipeline.held:
+            now = time.monotonic()
+            if pipeline.held and now - held_at >= HELD_S:
+                held_at = now
                 pipeline.retry_held()
 
     async def _committer(self) -> None:
@@ -226,8 +314,11 @@ class Worker:
 
     async def _gauges(self, router: Router, carriers: list[str]) -> None:
         m = self.metrics
+        m.worker_restarts.set(int(os.environ.get("SUPERNET_WORKER_RESTARTS", "0") or 0))
         while True:
             m.in_flight.set(self.tracker.in_flight)
+            if self.pipeline is not None:
+                m.held.set(len(self.pipeline.held))
             for cid in carriers:
                 state = router.health.breaker(cid).value.replace("-", "_")
                 m.breaker_state.labels(cid).set(BREAKER_VALUES[state])

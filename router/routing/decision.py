@@ -10,7 +10,7 @@ ranking cache; it does no I/O and reads the time from its ``now`` argument.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -21,6 +21,10 @@ from router.routing.policy import CLASSES, TRANSACTIONAL, Route, rank
 from router.routing.segments import ASCII_BASIC, GSM7, MAX_CHARS, PART_GSM7, count
 from router.routing.table import Entry, Quote, RouteTable
 from router.routing.throttle import Throttle, bucket_params
+from router.wire import quote
+
+MAX_TYPED = 64
+"""A destination longer than this, formatting included, is refused without parsing."""
 
 BEST_REASON = tuple(
     f"best {c} route: lowest score (expected cost per delivered message"
@@ -44,6 +48,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     routes: tuple[Route, ...]
     chosen: int  # index of the chosen route in ``routes``; -1 when not routed
     max_price: float | None
+    number: str = ""  # the destination normalised to E.164 ('+' and digits) when routed
 
     @property
     def routed(self) -> bool:
@@ -98,12 +103,16 @@ class Router:
         """Route one message. ``cls`` indexes ``policy.CLASSES``; ``now`` is monotonic s."""
         d = to[1:]
         n = len(d)
-        if not (d.isdigit() and d.isascii() and to[0] == "+" and MIN_DIGITS <= n <= MAX_DIGITS):
-            norm = normalise(to)
+        number = to
+        if not (d.isdigit() and d.isascii() and to[:1] == "+" and MIN_DIGITS <= n <= MAX_DIGITS):
+            norm = normalise(to) if n <= MAX_TYPED else None
             if norm is None:
-                return refusal(errors.INVALID_DESTINATION, f"{to!r} is not +digits in E.164")
+                return refusal(
+                    errors.INVALID_DESTINATION, f"{quote(to, 40)!r} is not +digits in E.164"
+                )
             d = norm
             n = len(d)
+            number = "+" + d
         nb = len(body)
         if (
             body.isascii()
@@ -170,7 +179,17 @@ class Router:
                         else self._spill(routes, i, segs, cls, max_price, unavailable)
                     )
                     return Decision(
-                        0, cid, price * segs, segs, enc, reason, e.country, routes, i, max_price
+                        0,
+                        cid,
+                        price * segs,
+                        segs,
+                        enc,
+                        reason,
+                        e.country,
+                        routes,
+                        i,
+                        max_price,
+                        number,
                     )
             i += 1  # noqa: SIM113 - counts only skipped routes; enumerate costs every message
         return self._unroutable(e, routes, segs, enc, max_price)
@@ -192,15 +211,19 @@ class Router:
         segments: int,
         max_price: float | None,
         now: float,
+        exclude: Collection[str] = (),
     ) -> int:
         """Failover: the index of the next route after ``after`` that is affordable, not
-        behind an open breaker and under its throughput cap (taking its token, and a
-        half-open breaker's one probe); -1 when there is none."""
+        behind an open breaker, not in ``exclude`` (carriers tried already) and under its
+        throughput cap (taking its token, and a half-open breaker's one probe); -1 when
+        there is none."""
         health = self.health
         throttle = self.throttle
         for i in range(after + 1, len(routes)):
             r = routes[i]
             if max_price is not None and r.price * segments > max_price:
+                continue
+            if r.carrier in exclude:
                 continue
             if r.carrier in health.unavailable:
                 continue

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from carriers import protocol
 from router import wire
+from router.attempts import AttemptRecord
 from router.metrics import Metrics
 from router.offsets import OffsetTracker
 from router.pipeline import Pipeline
@@ -112,11 +113,31 @@ class Record:
 
 
 class FakeSink:
-    """Records what the pipeline writes; ``ack`` plays Kafka making a record durable."""
+    """Records what the pipeline writes; ``ack`` plays Kafka making a record durable.
 
-    def __init__(self) -> None:
+    Attempt records (the write-ahead log) are acknowledged at once unless
+    ``hold_attempts`` is set; then ``ack_attempts`` plays Kafka taking them."""
+
+    def __init__(self, hold_attempts: bool = False) -> None:
         self.records: list[Record] = []
         self.acking: Record | None = None  # the record whose on_durable is running
+        self.hold_attempts = hold_attempts
+        self.attempts: list[tuple[AttemptRecord, int]] = []  # (record, partition)
+        self._held: list[Done] = []
+
+    def attempt(self, record: AttemptRecord, partition: int, on_durable: Done | None) -> None:
+        self.attempts.append((record, partition))
+        if on_durable is None:
+            return
+        if self.hold_attempts:
+            self._held.append(on_durable)
+        else:
+            on_durable()
+
+    def ack_attempts(self) -> None:
+        held, self._held = self._held, []
+        for done in held:
+            done()
 
     def receipt(self, receipt: wire.Receipt, on_durable: Done | None) -> None:
         self.records.append(Record(receipt, on_durable))
@@ -161,13 +182,18 @@ class FakeSink:
 
 
 class FakeLink:
-    """Records every submit; the test answers them through the pipeline's callbacks."""
+    """Records every submit and report acknowledgement; the test answers submits through
+    the pipeline's callbacks."""
 
     def __init__(self) -> None:
         self.submits: list[tuple[str, protocol.SubmitItem]] = []
+        self.report_acks: list[tuple[str, str, str]] = []  # (host, carrier, id)
 
     def submit(self, carrier: str, item: protocol.SubmitItem) -> None:
         self.submits.append((carrier, item))
+
+    def ack_report(self, host: str, carrier: str, message_id: str) -> None:
+        self.report_acks.append((host, carrier, message_id))
 
 
 class RecordingTracker(OffsetTracker[Any]):

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carriers import protocol
-from router import wire
+from router import attempts, wire
+from router.attempts import AttemptRecord
 from router.pipeline import EXPIRED, SUBMIT_TIMEOUT
 from router.routing.decision import Decision
 from router.routing.health import Breaker
@@ -115,7 +116,7 @@ UNDECODABLE = [
     ),
     pytest.param(
         b'{"id": "m1", "to": "+1", "body": "x", "extra": ' + b"[" * 100_000,
-        "not_json",
+        "too_deep",
         id="deeply-nested",
     ),
 ]
@@ -196,13 +197,15 @@ def test_refused_request_gets_a_failed_receipt(value: bytes, code: int) -> None:
     assert receipt.failovers == []
     assert receipt.ts == w.wall.ms
     assert w.sink.records[0].on_durable is not None
-    assert (
-        w.metrics.registry.get_sample_value(
+
+    def counted() -> float | None:
+        return w.metrics.registry.get_sample_value(
             "supernet_receipts_total", {"status": "failed", "code": str(code)}
         )
-        == 1.0
-    )
+
+    assert not counted()  # receipts count once Kafka has them, not when handed over
     assert_done_only_after_ack(w, offset)
+    assert counted() == 1.0
 
 
 def test_max_price_exactly_the_cheapest_route_is_routed_there() -> None:
@@ -339,8 +342,8 @@ def test_rejection_after_the_validity_period_fails_as_expired() -> None:
 
 
 def test_an_internal_error_after_the_outcome_is_not_written_twice() -> None:
-    """If writing the outcome itself fails, the request must not also be dead-lettered:
-    the error propagates (the worker stops loudly, the group re-reads the request)."""
+    """If handling fails after the outcome was handed to the sink, the request is not
+    also dead-lettered, and the worker goes on (the error is counted)."""
     w = World()
 
     def broken(receipt: wire.Receipt, on_durable: Callable[[], None] | None) -> None:
@@ -348,10 +351,34 @@ def test_an_internal_error_after_the_outcome_is_not_written_twice() -> None:
         raise RuntimeError("sink failed after taking the receipt")
 
     w.sink.receipt = broken  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="sink failed"):
-        w.take(request(to="+4477"))  # refused: a failed receipt, then the error
+    w.take(request(to="+4477"))  # refused: a failed receipt, then the error
     assert len(w.sink.receipts) == 1
     assert w.sink.dead_letters == []
+    assert w.metrics.registry.get_sample_value("supernet_internal_errors_total") == 1.0
+
+
+def test_an_internal_error_before_the_outcome_dead_letters_the_request() -> None:
+    w = World()
+
+    class Broken:
+        health = w.router.health
+
+        def decide(self, *args: Any, **kwargs: Any) -> Decision:
+            raise ZeroDivisionError("a bug in the routing core")
+
+    w.pipeline.router = Broken()  # type: ignore[assignment]
+    value = request(id="bug")
+    offset = w.take(value)
+    assert w.sink.receipts == []
+    (dead,) = w.sink.dead_letters
+    assert dead.value == value
+    headers = dict(dead.headers)
+    assert headers[wire.DLQ_REASON].startswith(b"internal: ZeroDivisionError")
+    assert headers[wire.DLQ_ERROR] == b"ZeroDivisionError"
+    assert_done_only_after_ack(w, offset)
+    w.pipeline.router = w.router
+    w.take(request(id="next"))  # the worker goes on
+    assert len(w.link.submits) == 1
 
 
 def test_rejection_without_a_code_counts_as_unknown_error() -> None:
@@ -430,14 +457,19 @@ def test_unanswered_submit_times_out_and_fails_over() -> None:
     assert len(w.link.submits) == 1  # not yet: the timeout counts from the publish
     w.clock.advance(0.2)
     w.pipeline.expire_submits()
-    assert len(w.link.submits) == 2
+    assert len(w.link.submits) == 2  # no answer is not a rejection: asked again
+    assert (w.last_submit()[0], w.last_submit()[1].attempt) == (c1, 1)
+    w.publish(c1, item1)
+    w.clock.advance(2.1)
+    w.pipeline.expire_submits()
+    assert len(w.link.submits) == 3
     c2, item2 = w.last_submit()
     assert (c2 != c1, item2.attempt) == (True, 2)
     assert w.sink.records == []
 
     w.accept(c1, item1)  # the late answer of the timed-out attempt
     assert w.sink.records == []
-    assert len(w.link.submits) == 2
+    assert len(w.link.submits) == 3
 
     w.accept(c2, item2)
     receipt = only_receipt(w)
@@ -467,7 +499,7 @@ def test_result_in_time_cancels_the_timeout() -> None:
 def test_last_attempt_timing_out_fails_the_request() -> None:
     w = World(submit_timeout_s=1.0, max_attempts=2)
     offset = w.take(request())
-    for _ in range(2):
+    for _ in range(4):  # each attempt: asked, then asked again
         carrier, item = w.last_submit()
         w.publish(carrier, item)
         w.clock.advance(1.5)
@@ -563,9 +595,12 @@ def report(carrier: str, status: str, **fields: Any) -> protocol.DeliveryReport:
 )
 def test_delivery_report_becomes_a_receipt(status: str, code: int | None) -> None:
     w = World()
-    w.pipeline.on_reports("gb-ee", [report("gb-ee", status, code=code)])
+    w.pipeline.on_reports("host-1", [report("gb-ee", status, code=code)])
     receipt = only_receipt(w)
-    assert w.sink.records[0].on_durable is None  # reports hold no offset
+    assert w.link.report_acks == []  # acknowledged to the carrier only once durable
+    w.sink.ack_all()
+    assert w.link.report_acks == [("host-1", "gb-ee", "m1")]
+    assert w.tracker.in_flight == 0  # reports hold no offset
     assert receipt.status == status
     assert receipt.id == "m1"
     assert receipt.account == "acme"
@@ -650,14 +685,32 @@ def test_offline_carrier_opens_its_breaker_and_traffic_moves() -> None:
     assert w.router.health.breaker(first) is Breaker.HALF_OPEN
 
 
-def test_only_carrier_offline_fails_with_carrier_unavailable() -> None:
+def test_only_carrier_offline_holds_then_fails_with_carrier_unavailable() -> None:
     w = World()
     w.pipeline.on_status("agg-premium", False)
     offset = w.take(request(to=FR_SINGLE))
     assert w.link.submits == []
+    assert w.sink.records == []
+    assert len(w.pipeline.held) == 1  # waits for the carrier, up to the hold limit
+    w.clock.advance(w.pipeline.hold_limit_s - 1)
+    w.pipeline.retry_held()
+    assert w.sink.records == []
+    w.clock.advance(2)
+    w.pipeline.retry_held()
     receipt = only_receipt(w)
     assert (receipt.status, receipt.error_code) == ("failed", 30006)
     assert_done_only_after_ack(w, offset)
+
+
+def test_held_request_goes_out_when_its_carrier_comes_back() -> None:
+    w = World()
+    w.pipeline.on_status("agg-premium", False)
+    w.take(request(to=FR_SINGLE))
+    w.clock.advance(5)
+    w.pipeline.on_status("agg-premium", True)
+    w.pipeline.retry_held()
+    assert [c for c, _ in w.link.submits] == ["agg-premium"]
+    assert not w.pipeline.held
 
 
 def test_status_of_an_unknown_carrier_is_ignored() -> None:
@@ -690,69 +743,121 @@ def test_failover_to_a_half_open_carrier_takes_its_one_probe() -> None:
 # -- 9. duplicates ---------------------------------------------------------------------------
 
 
-def test_duplicate_requests_in_flight_both_get_outcomes() -> None:
+def test_a_repeat_in_flight_is_answered_with_the_original() -> None:
     w = World()
     a = w.take(request(id="dup"))
     b = w.take(request(id="dup"))
-    assert len(w.link.submits) == 2
-    (c1, i1), (c2, i2) = w.link.submits
-    assert (i1.id, i1.attempt) == (i2.id, i2.attempt) == ("dup", 1)
+    assert len(w.link.submits) == 1  # one message, one submit
+    c1, i1 = w.last_submit()
     w.publish(c1, i1)
-    w.publish(c2, i2)
     w.accept(c1, i1)
-    w.accept(c2, i2)
-    assert [r.status for r in w.sink.receipts] == ["sent", "sent"]
-    w.clock.advance(60.0)
-    w.pipeline.expire_submits()
-    assert len(w.link.submits) == 2
+    assert [r.status for r in w.sink.receipts] == ["sent"]
     assert w.committable() == a
-    w.sink.ack(w.sink.records[1])
-    assert w.committable() == a
-    w.sink.ack(w.sink.records[0])
+    w.sink.ack_all()
     assert w.committable() == b + 1
     assert w.tracker.in_flight == 0
+    assert (
+        w.metrics.registry.get_sample_value(
+            "supernet_duplicate_requests_total", {"outcome": "in_flight"}
+        )
+        == 1.0
+    )
 
 
-def test_duplicates_at_different_carriers_get_their_own_carriers_answer() -> None:
+def test_a_repeat_after_sent_gets_the_same_sent_receipt_without_a_submit() -> None:
     w = World()
-    first = twin_decision(w, US_MULTI).carrier
-    assert first is not None
-    saturate(w, first)
-    w.clock.advance(1.5 / THROUGHPUT[first])  # room for exactly one more message
-    w.take(request(id="dup", to=US_MULTI))
-    w.take(request(id="dup", to=US_MULTI))
-    (c1, i1), (c2, i2) = w.link.submits
-    assert (c1, i1.attempt, i2.attempt) == (first, 1, 1)
-    assert c2 != first
-    w.accept(c2, i2, price=0.111)  # the second carrier answers first
-    receipt = only_receipt(w)
-    assert receipt.carrier == c2
-    assert receipt.price == pytest.approx(0.111)
-    w.reject(c1, i1, protocol.UNKNOWN_ERROR)
-    c3, i3 = w.last_submit()
-    assert (c3 != first, i3.attempt) == (True, 2)
-    w.accept(c3, i3)
-    last = w.sink.receipts[-1]
-    assert (last.carrier, last.attempt) == (c3, 2)
-    assert last.failovers == [wire.FailedAttempt(first, 1, protocol.UNKNOWN_ERROR)]
+    w.take(request(id="dup", body="two segments " * 14))
+    carrier, item = w.last_submit()
+    w.accept(carrier, item, price=0.0125)
     w.sink.ack_all()
-    assert w.tracker.in_flight == 0
+    offset = w.take(request(id="dup", body="two segments " * 14))
+    assert len(w.link.submits) == 1
+    first, again = w.sink.receipts
+    assert again.status == "sent"
+    assert (again.carrier, again.route, again.attempt) == (first.carrier, first.route, 1)
+    assert (again.segments, again.encoding) == (first.segments, first.encoding) == (2, "GSM-7")
+    assert again.price == pytest.approx(first.price or 0) == pytest.approx(0.025)
+    assert_done_only_after_ack(w, offset)
 
 
-def test_duplicate_times_out_alone() -> None:
-    w = World(submit_timeout_s=2.0)
+def test_a_repeat_after_failed_gets_the_same_code() -> None:
+    w = World(max_attempts=1)
     w.take(request(id="dup"))
+    carrier, item = w.last_submit()
+    w.reject(carrier, item, protocol.UNKNOWN_ERROR)
     w.take(request(id="dup"))
-    (c1, i1), (c2, i2) = w.link.submits
-    assert (c1, i1) == (c2, i2)
-    w.publish(c1, i1)
-    w.publish(c2, i2)
-    w.clock.advance(1.0)
-    w.accept(c1, i1)  # answers one of the two
-    w.clock.advance(1.5)
-    w.pipeline.expire_submits()  # the other one's timeout
-    assert len(w.link.submits) == 3
-    assert w.last_submit()[1].attempt == 2
+    assert len(w.link.submits) == 1
+    assert [(r.status, r.error_code) for r in w.sink.receipts] == [
+        ("failed", protocol.UNKNOWN_ERROR),
+        ("failed", protocol.UNKNOWN_ERROR),
+    ]
+
+
+def test_an_attempt_restored_from_the_log_goes_to_the_same_carrier() -> None:
+    """A re-read request whose attempt a dead worker logged: same carrier, same id and
+    attempt number, whatever the router would choose now; a rejection fails it over
+    past the carriers tried before."""
+    w = World()
+    decision = twin_decision(w, US_MULTI)
+    last = decision.routes[-1]  # not the router's choice
+    assert last.carrier != decision.carrier
+    logged = AttemptRecord(
+        id="r1", state=attempts.IN_FLIGHT, carrier=last.carrier, attempt=2, kind=last.kind,
+        price=last.price, tried=(decision.carrier or "",),
+    )  # fmt: skip
+    w.pipeline.restore(PARTITION_NO, [logged])
+    w.take(request(id="r1", to=US_MULTI))
+    carrier, item = w.last_submit()
+    assert (carrier, item.id, item.attempt) == (last.carrier, "r1", 2)
+    assert w.sink.attempts == []  # already logged: no new attempt record before it
+    w.reject(carrier, item, protocol.UNKNOWN_ERROR)
+    nxt, item3 = w.last_submit()
+    assert nxt not in (decision.carrier, last.carrier)
+    assert item3.attempt == 3
+    assert [(a.carrier, a.attempt) for a, _ in w.sink.attempts] == [(nxt, 3)]
+
+
+def test_no_submit_before_the_attempt_is_durable() -> None:
+    w = World()
+    w.sink.hold_attempts = True
+    w.take(request(id="wal"))
+    assert w.link.submits == []
+    ((record, partition),) = w.sink.attempts
+    assert (record.id, record.state, record.attempt, partition) == (
+        "wal", attempts.IN_FLIGHT, 1, PARTITION_NO,
+    )  # fmt: skip
+    w.sink.ack_attempts()
+    carrier, item = w.last_submit()
+    assert (carrier, item.attempt) == (record.carrier, 1)
+
+
+def test_an_attempt_acknowledged_after_its_partition_moved_is_not_submitted() -> None:
+    w = World()
+    w.sink.hold_attempts = True
+    w.take(request(id="moved"))
+    w.tracker.forget(PARTITION)
+    w.pipeline.forget({PARTITION_NO})
+    w.sink.ack_attempts()
+    assert w.link.submits == []
+
+
+def test_the_carrier_gets_the_normalised_number() -> None:
+    w = World()
+    w.take(request(to="+44 7700-900 123"))
+    _, item = w.last_submit()
+    assert item.to == GB_MULTI
+
+
+@pytest.mark.parametrize("code", [protocol.INVALID_DESTINATION, protocol.UNKNOWN_DESTINATION])
+def test_a_rejection_that_is_the_messages_fault_never_opens_a_breaker(code: int) -> None:
+    w = World(max_attempts=1)
+    carrier = twin_decision(w, GB_MULTI).carrier
+    for i in range(20):
+        w.take(request(id=f"bad-{i}"))
+        c, item = w.last_submit()
+        assert c == carrier
+        w.reject(c, item, code)
+    assert w.router.health.breaker(carrier or "") is Breaker.CLOSED
 
 
 # -- 10. held requests -----------------------------------------------------------------------
@@ -823,7 +928,9 @@ KINDS = ["gb", "us", "fr", "es", "invalid", "garbage", "expired", "short-lived"]
 STATUS_CARRIERS = ["us-att", "agg-premium", "agg-budget"]
 
 
-def make_request(w: World, kind: str, id: str) -> bytes:
+def make_request(w: World, kind: str, rid: str) -> bytes:
+    """A request of ``kind``; one id is one message (its repeats are the same request)."""
+    id = f"{kind}-{rid}"
     to = {"gb": GB_MULTI, "us": US_MULTI, "fr": FR_SINGLE, "es": ES_NONE, "invalid": "+12"}
     if kind == "garbage":
         return b'{"id": "' + id.encode() + b'", "to": 1}'
@@ -846,20 +953,23 @@ class Run:
     def check(self) -> None:
         w = self.w
         done = w.tracker.done_by
-        by_record: dict[int, int] = {}
+        by_record: dict[int, str] = {}
         for (partition, offset), records in done.items():
             assert partition == PARTITION
             assert len(records) == 1, f"offset {offset} marked done {len(records)} times"
             record = records[0]
             assert record is not None, "an offset was marked done outside a Kafka ack"
             assert record.is_outcome
-            assert id(record) not in by_record, "one ack completed two requests"
-            by_record[id(record)] = offset
             kind, rid = self.taken[offset]
+            # One ack completes several offsets only for repeats of one id (a repeat that
+            # came while the original was in flight is answered with it).
+            assert by_record.setdefault(id(record), f"{kind}-{rid}") == f"{kind}-{rid}", (
+                "one ack completed two different requests"
+            )
             if record.receipt is None:
                 assert kind == "garbage"
             else:
-                assert record.receipt.id == rid
+                assert record.receipt.id == f"{kind}-{rid}"
         open_offsets = [o for o in self.taken if (PARTITION, o) not in done]
         committable = w.committable()
         if open_offsets:
@@ -867,9 +977,10 @@ class Run:
             assert committable <= min(open_offsets)
         assert w.tracker.in_flight == len(open_offsets)
         per_id: dict[str, int] = {}
-        for _, rid in self.taken.values():
-            per_id[rid] = per_id.get(rid, 0) + 1
+        for kind, rid in self.taken.values():
+            per_id[f"{kind}-{rid}"] = per_id.get(f"{kind}-{rid}", 0) + 1
         outcomes: dict[str, int] = {}
+        sent_by: dict[str, set[str]] = {}
         for record in w.sink.outcomes:
             assert record.on_durable is not None
             rid = record.receipt.id if record.receipt else "garbage"
@@ -878,7 +989,10 @@ class Run:
             if r is not None and r.status == "sent":
                 assert r.carrier is not None
                 assert (r.id, r.attempt, r.carrier) in self.accepted
-                assert len(r.failovers) == r.attempt - 1
+                assert len(r.failovers) <= r.attempt - 1  # a repeat's answer lists none
+                sent_by.setdefault(r.id, set()).add(r.carrier)
+        for rid, carriers in sent_by.items():
+            assert len(carriers) == 1, f"{rid} sent by {carriers}"
         garbage = sum(1 for kind, _ in self.taken.values() if kind == "garbage")
         assert outcomes.pop("garbage", 0) <= garbage
         for rid, n in outcomes.items():
@@ -889,7 +1003,11 @@ class Run:
         w = self.w
         assert w.tracker.in_flight == 0
         assert w.committable() == max(self.taken) + 1
-        assert len(w.sink.outcomes) == len(self.taken)
+        assert len(w.sink.outcomes) <= len(self.taken)
+        ids = {f"{k}-{i}" for k, i in self.taken.values() if k != "garbage"}
+        assert {r.receipt.id for r in w.sink.outcomes if r.receipt is not None} == ids
+        garbage = sum(1 for k, _ in self.taken.values() if k == "garbage")
+        assert len(w.sink.dead_letters) == garbage
         assert len(w.tracker.done_by) == len(self.taken)
         for (_, offset), (record,) in w.tracker.done_by.items():
             kind, _ = self.taken[offset]
