@@ -33,7 +33,7 @@ __all__ = [
     "ensure_topics",
     "partition_counts",
     "producer",
-    "read_partition_since",
+    "read_partitions_since",
 ]
 
 
@@ -111,11 +111,15 @@ async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, i
         await admin.close()
 
 
-async def read_partition_since(
-    bootstrap: str, tp: TopicPartition, since_ms: int, client_id: str
-) -> list[bytes]:
-    """Every value in ``tp`` written at or after ``since_ms`` (ms since the epoch), up to
-    the partition's end when called. One short-lived consumer outside any group."""
+async def read_partitions_since(
+    bootstrap: str, tps: Iterable[TopicPartition], since_ms: int, client_id: str
+) -> dict[TopicPartition, list[bytes]]:
+    """Per partition, every value written at or after ``since_ms`` (ms since the epoch),
+    up to the partition's end when called. One short-lived consumer outside any group."""
+    wanted = list(tps)
+    out: dict[TopicPartition, list[bytes]] = {tp: [] for tp in wanted}
+    if not wanted:
+        return out
     reader = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -126,23 +130,27 @@ async def read_partition_since(
     )
     await reader.start()
     try:
-        reader.assign([tp])
-        end = (await reader.end_offsets([tp]))[tp]
-        found = (await reader.offsets_for_times({tp: since_ms}))[tp]
-        start = end if found is None else found.offset
-        if start >= end:
-            return []
-        reader.seek(tp, start)
-        values: list[bytes] = []
-        while True:
-            batch = await reader.getmany(tp, timeout_ms=500, max_records=10_000)
-            for record in batch.get(tp, []):
-                if record.offset >= end:
-                    return values
-                if record.value is not None:
-                    values.append(record.value)
-            if await reader.position(tp) >= end:
-                return values
+        reader.assign(wanted)
+        ends = await reader.end_offsets(wanted)
+        found = await reader.offsets_for_times(dict.fromkeys(wanted, since_ms))
+        todo: set[TopicPartition] = set()
+        for tp in wanted:
+            start = ends[tp] if found[tp] is None else found[tp].offset
+            if start < ends[tp]:
+                reader.seek(tp, start)
+                todo.add(tp)
+        while todo:
+            batch = await reader.getmany(*todo, timeout_ms=500, max_records=20_000)
+            for tp, records in batch.items():
+                values = out[tp]
+                end = ends[tp]
+                for record in records:
+                    if record.offset < end and record.value is not None:
+                        values.append(record.value)
+            for tp in list(todo):
+                if await reader.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+        return out
     finally:
         await reader.stop()
 

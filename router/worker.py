@@ -101,13 +101,13 @@ class Worker:
         since = time.time_ns() // 1_000_000 - int(s.dedupe_window_s * 1000)
         started = time.monotonic()
         total = 0
-        for tp in sorted(assigned, key=lambda t: t.partition):
-            values = await kafka.read_partition_since(
-                s.bootstrap,
-                kafka.TopicPartition(s.attempts_topic, tp.partition),
-                since,
-                client_id=f"supernet-{s.instance}-restore",
-            )
+        found = await kafka.read_partitions_since(
+            s.bootstrap,
+            [kafka.TopicPartition(s.attempts_topic, tp.partition) for tp in assigned],
+            since,
+            client_id=f"supernet-{s.instance}-restore",
+        )
+        for tp, values in sorted(found.items(), key=lambda x: x[0].partition):
             records = []
             for value in values:
                 try:

@@ -57,6 +57,7 @@ class Stack:
         self.requests_topic = f"e2e.{tag}.requests"
         self.receipts_topic = f"e2e.{tag}.receipts"
         self.dead_letter_topic = f"e2e.{tag}.dead-letter"
+        self.attempts_topic = f"e2e.{tag}.attempts"
         self.group = f"e2e-{tag}"
         self.ledger = logs / "ledger.json"
         self.procs: list[Proc] = []
@@ -78,7 +79,8 @@ class Stack:
             "--mqtt-port", str(self.infra.mqtt_port), "--network", str(self.network),
             "--requests-topic", self.requests_topic, "--receipts-topic", self.receipts_topic,
             "--dead-letter-topic", self.dead_letter_topic, "--group", self.group,
-            "--dlr-group", self.group, "--partitions", "6", "--metrics-port", "0",
+            "--attempts-topic", self.attempts_topic, "--dlr-group", self.group,
+            "--partitions", "6", "--metrics-port", "0",
             "--instance", name, "--log-format", "json", "--submit-timeout-s", "5",
             "--drain-timeout-s", "15",
         ]  # fmt: skip
@@ -251,6 +253,41 @@ async def test_sigkill_of_a_worker_loses_nothing(stack: Stack, network: Path) ->
     # The carriers' ground truth: every message they accepted as new is one sent message.
     ledger = ledger_totals(stack.ledger)
     assert sum(c["accepted"] for c in ledger.values()) == len(senders)
+
+
+async def test_repeated_ids_across_a_worker_restart_are_answered_not_sent_again(
+    stack: Stack, network: Path
+) -> None:
+    """A producer repeats 300 requests after the worker that handled them stopped: the new
+    worker restores their outcomes from the attempts log and answers each with the same
+    carrier, without a submit (the carriers' ledger counts no repeat and no new accept)."""
+    await stack.carriers()
+    first = await stack.worker(f"first-{stack.tag}")
+    reqs = requests(mobile_numbers(network, 300, seed=17), f"rep-{stack.tag}")
+    ids = await stack.send(reqs)
+    before = {r.id: r for r in await stack.outcomes_for(ids) if r.status in ("sent", "failed")}
+    assert await first.stop() == 0
+    await stack.worker(f"second-{stack.tag}")
+    await stack.send(reqs)  # the same records again
+    rs = await read_topic(
+        stack.infra.kafka_bootstrap, stack.receipts_topic, until=2 * len(ids), idle=3, timeout=60
+    )
+    answers: dict[str, list[wire.Receipt]] = {}
+    for r in receipts(rs):
+        if r.status in ("sent", "failed") and r.id in ids:
+            answers.setdefault(r.id, []).append(r)
+    assert all(len(a) == 2 for a in answers.values()), "every repeat gets an outcome"
+    for mid, (original, again) in answers.items():
+        assert (again.status, again.carrier, again.error_code) == (
+            original.status, original.carrier, original.error_code
+        ), mid  # fmt: skip
+    assert set(answers) == set(before)
+    carriers = stack.procs[0]
+    assert await carriers.stop() == 0
+    ledger = ledger_totals(stack.ledger)
+    sent = sum(1 for r in before.values() if r.status == "sent")
+    assert sum(c["accepted"] for c in ledger.values()) == sent
+    assert sum(c["repeats"] for c in ledger.values()) == 0
 
 
 async def test_offline_carrier_traffic_moves_to_fallbacks(
