@@ -85,6 +85,13 @@ class WorkerSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, not {getattr(self, name)}")
+        longest = self.hold_limit_s + self.max_attempts * 2 * self.submit_timeout_s
+        if self.dedupe_window_s < longest:
+            raise SettingsError(
+                f"dedupe_window_s must be at least {longest:g} s, not {self.dedupe_window_s:g}: "
+                "the longest a message can be in flight (hold_limit_s + max_attempts x 2 "
+                "asks x submit_timeout_s), or a worker taking over could miss an attempt"
+            )
         for name in ("mqtt_port", "metrics_port"):
             if not 0 <= getattr(self, name) < 65536:
                 raise SettingsError(f"{name} {getattr(self, name)} is not a port number")
