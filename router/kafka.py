@@ -16,6 +16,7 @@ from aiokafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "ConsumerRebalanceListener",
     "KafkaConnectionError",
     "KafkaError",
+    "KafkaTimeoutError",
     "TopicPartition",
     "TopicSpec",
     "compacted",

@@ -35,6 +35,14 @@ log = structlog.get_logger("router.sink")
 Done = Callable[[], None]
 DRAIN = 4000  # records taken from the queue per round, at most
 RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+# Errors worth sending again besides those aiokafka marks ``retriable``: its own timeout
+# (a batch that expired while the broker was away) is not marked so.
+RETRIABLE = (
+    asyncio.CancelledError,
+    kafka.KafkaConnectionError,
+    kafka.KafkaTimeoutError,
+    OSError,
+)
 
 # (topic, partition or -1 for "by key", key, value, on_durable)
 Entry = tuple[str, int, bytes | None, bytes, Done | None]
@@ -213,8 +221,12 @@ class KafkaSink:
 
     def _fatal(self, error: BaseException) -> bool:
         """True (and the sink failed) when ``error`` will not go away by sending again."""
-        if getattr(error, "retriable", False) or isinstance(
-            error, asyncio.CancelledError | kafka.KafkaConnectionError
+        if (
+            getattr(error, "retriable", False)
+            or isinstance(error, RETRIABLE)
+            # uvloop raises RuntimeError writing to a connection the broker closed (aiokafka
+            # issue 1038): as retriable as the OSError it stands for.
+            or (isinstance(error, RuntimeError) and "closed" in str(error).lower())
         ):
             self._retries += 1
             self.on_state(False)

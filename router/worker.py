@@ -157,6 +157,9 @@ class Worker:
         except kafka.CommitFailedError as e:
             log.warning("commit failed (rebalance); retried with the next commit", error=str(e))
             return
+        except (kafka.KafkaError, OSError) as e:  # the broker is away: commit again later
+            log.warning("commit failed; retried with the next commit", error=repr(e))
+            return
         self.tracker.committed(moved)
         self.metrics.commits.inc()
 
