@@ -19,11 +19,14 @@ import structlog
 import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
-from carriers import generator, network, scenario
+from carriers import generator, network, protocol, scenario
 from carriers.deck import DeckError
+from carriers.endpoint import Endpoint
 from carriers.host import CarrierHost
-from carriers.ledger import register_metrics
+from carriers.journal import Journal, JournalError
+from carriers.ledger import Ledger, register_metrics
 from carriers.simulation import SimulationFileError
+from router.argtypes import positive
 from router.infra.settings import InfraSettings
 from router.metrics import write_target
 from router.network_file import NetworkFileError
@@ -144,9 +147,16 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
             keeps a retained status per carrier (online/offline, last-will offline) on
             supernet/carrier/<id>/status; see carriers/protocol.py. One process hosts
             many carriers; split a network
-            over processes with --only or --shard. SIGTERM or Ctrl-C stops cleanly:
-            statuses go offline and the ledger (ground truth: submits, repeats,
-            delivered, undelivered, reports lost, rejections) is written as JSON.
+            over processes with --only or --shard. A report is published again
+            (resent + 1) every --report-resend-s until a router acknowledges it on
+            supernet/carriers/host/<host>/dlr-ack. If the broker goes away, every
+            connection reconnects with backoff and publishes its retained state again.
+            With --journal FILE the process's state (which ids each carrier accepted,
+            reports not yet acknowledged) survives a SIGKILL: started again on the same
+            file, it answers a repeat as a duplicate and publishes the reports no router
+            acknowledged. SIGTERM or Ctrl-C stops cleanly: statuses go offline and the
+            ledger (ground truth: submits, repeats, delivered, undelivered, reports
+            sent, re-sent, acknowledged and lost, rejections) is written as JSON.
             """
         ),
         formatter_class=_FORMATTER,
@@ -157,6 +167,7 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
               supernet carriers --network .supernet/network --only 'gb-*,agg-eu-*'
               supernet carriers --network .supernet/network --shard 0/2 --metrics-port 19101
               supernet carriers --network .supernet/network --scenario outage.toml
+              supernet carriers --network .supernet/network --journal carriers.journal
             """
         ),
     )
@@ -189,7 +200,26 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         help="with --metrics-port: drop a Prometheus file-discovery target in DIR "
         "(the local Prometheus reads .supernet/prometheus/targets)",
     )
-    p.add_argument("--host-id", help="name of this process in MQTT (default: hostname-pid)")
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="append-only journal that lets a restarted process take over its state "
+        "(see carriers/journal.py; default: none)",
+    )
+    p.add_argument(
+        "--report-resend-s",
+        type=positive(float),
+        default=protocol.REPORT_RESEND_S,
+        metavar="S",
+        help="publish a report again after S seconds without an acknowledgement "
+        f"(default: {protocol.REPORT_RESEND_S:g})",
+    )
+    p.add_argument(
+        "--host-id",
+        help="name of this process in MQTT (default: the one in --journal, if the journal "
+        "has one, else hostname-pid)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_carriers)
 
@@ -216,23 +246,46 @@ def configure_logging(level: str) -> None:
 
 def _carriers(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    raw_id = args.host_id or f"{socket.gethostname()}-{os.getpid()}"
-    host_id = re.sub(r"[^a-z0-9-]+", "-", raw_id.lower()).strip("-") or str(os.getpid())
     try:
         shard = network.parse_shard(args.shard) if args.shard else None
         scen = scenario.load(args.scenario) if args.scenario else None
         endpoints, ledger = network.load_endpoints(
             args.network, args.only, shard, now=time.monotonic()
         )
+        journal = Journal.open(args.journal) if args.journal is not None else None
     except (
         network.SelectionError,
         scenario.ScenarioError,
         NetworkFileError,
         SimulationFileError,
         DeckError,
+        JournalError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # A process restarted on its journal keeps its name: routers' acks and retained
+    # directory entries then still refer to it.
+    raw_id = (
+        args.host_id
+        or (journal.last_host if journal is not None else None)
+        or f"{socket.gethostname()}-{os.getpid()}"
+    )
+    host_id = re.sub(r"[^a-z0-9-]+", "-", raw_id.lower()).strip("-") or str(os.getpid())
+    try:
+        return _serve(args, host_id, endpoints, ledger, scen, journal)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def _serve(
+    args: argparse.Namespace,
+    host_id: str,
+    endpoints: dict[str, Endpoint],
+    ledger: Ledger,
+    scen: scenario.Scenario | None,
+    journal: Journal | None,
+) -> int:
     ledger_path: Path = args.ledger or args.network / f"ledger-{host_id}.json"
     # The decks and truth tables live as long as the process: keep the garbage collector
     # from walking them on every full collection.
@@ -252,6 +305,9 @@ def _carriers(args: argparse.Namespace) -> int:
             args.metrics_port,
             {"carriers": host_id},
         )
+    if journal is not None:
+        journal.opened(host_id)
+        log.info("journal open", path=str(journal.path), host=host_id)
     host = CarrierHost(
         endpoints,
         ledger,
@@ -259,6 +315,8 @@ def _carriers(args: argparse.Namespace) -> int:
         mqtt_port=args.mqtt_port,
         host_id=host_id,
         scenario=scen,
+        report_resend_s=args.report_resend_s,
+        journal=journal,
     )
 
     async def main() -> None:

@@ -5,6 +5,8 @@ at once: the result (accepted, or rejected with a code) and when it is due, and,
 accepted message, whether it reaches the handset, the report's code and when the report
 is due, or that the report is lost. No I/O and no clock of its own: the host passes the
 time in, so tests drive it with a fake clock. The host does the waiting and publishing.
+The idempotency memory can be restored from a journal (``restore_accepted``), so that a
+restarted carrier still answers an id it accepted before as a duplicate.
 """
 
 from __future__ import annotations
@@ -229,6 +231,12 @@ class Endpoint:
             submitted_ts=item.ts,
         )
         return Outcome(result, result_at, report, report_at)
+
+    def restore_accepted(self, message_id: str, billed: float, result_at: float) -> None:
+        """Remember a message an earlier run of this carrier accepted (from its journal):
+        a repeat is then a duplicate, billed ``billed``, answered no earlier than
+        ``result_at``. Not counted in this run's ledger."""
+        self._remember(message_id, billed, result_at)
 
     def _remember(self, message_id: str, billed: float, result_at: float) -> None:
         accepted = self._accepted

@@ -4,11 +4,22 @@ Per carrier: every submit item received (``submits``), split into ``accepted`` (
 messages taken), ``repeats`` (ids accepted before: acknowledged, not delivered again),
 ``rejected`` by reason, and ``ignored_offline`` (no answer while offline). Each accepted
 message is decided at once: ``delivered`` or ``undelivered`` (the truth at the handset);
-its report is then ``reports_sent``, ``reports_lost`` (never sent, on purpose) or still
-pending when the process stopped (``reports_pending``). So, per carrier:
+its report is then ``reports_sent`` (published the first time), ``reports_lost`` (never
+sent, on purpose) or still pending when the process stopped (``reports_pending``).
+
+A published report is held until a router acknowledges it (``reports_acked``) and is
+published again meanwhile (``reports_resent`` counts those publishes); ``reports_unacked``
+is how many are held now, and ``reports_dropped`` those given up because the store of
+unacknowledged reports was full. A process started on a journal (``carriers.journal``)
+takes over the previous run's reports: ``reports_restored`` were never published and are
+pending again, ``reports_restored_unacked`` were published and are held again (their next
+publication is a re-send). The counters are this process's own; so, per carrier:
 
     submits == accepted + repeats + sum(rejected) + ignored_offline
-    accepted == delivered + undelivered == reports_sent + reports_lost + reports_pending
+    accepted == delivered + undelivered
+    accepted + reports_restored == reports_sent + reports_lost + reports_pending
+    reports_unacked == reports_sent + reports_restored_unacked - reports_acked
+                       - reports_dropped
 
 Exposed as Prometheus metrics (``supernet_carrier_*``) through a collector that reads
 the counters at scrape time, declared against a registry that is passed in, and written
@@ -37,6 +48,12 @@ class CarrierLedger:
     undelivered: int = 0
     reports_sent: int = 0
     reports_lost: int = 0
+    reports_resent: int = 0
+    reports_acked: int = 0
+    reports_dropped: int = 0
+    reports_unacked: int = 0  # a gauge: held now, waiting for an acknowledgement
+    reports_restored: int = 0
+    reports_restored_unacked: int = 0
     ignored_offline: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     online: bool = False
@@ -46,7 +63,13 @@ class CarrierLedger:
 
     @property
     def reports_pending(self) -> int:
-        return self.delivered + self.undelivered - self.reports_sent - self.reports_lost
+        return (
+            self.delivered
+            + self.undelivered
+            + self.reports_restored
+            - self.reports_sent
+            - self.reports_lost
+        )
 
     def summary(self) -> dict[str, object]:
         return {
@@ -60,6 +83,12 @@ class CarrierLedger:
             "reports_sent": self.reports_sent,
             "reports_lost": self.reports_lost,
             "reports_pending": self.reports_pending,
+            "reports_resent": self.reports_resent,
+            "reports_acked": self.reports_acked,
+            "reports_unacked": self.reports_unacked,
+            "reports_dropped": self.reports_dropped,
+            "reports_restored": self.reports_restored,
+            "reports_restored_unacked": self.reports_restored_unacked,
         }
 
 
@@ -70,8 +99,19 @@ _COUNTERS = (
     ("ignored_offline", "Submit items left unanswered while the carrier was offline"),
     ("delivered", "Accepted messages that reached the handset (ground truth)"),
     ("undelivered", "Accepted messages that did not reach the handset (ground truth)"),
-    ("reports_sent", "Delivery reports published"),
+    ("reports_sent", "Delivery reports published (the first time)"),
     ("reports_lost", "Delivery reports dropped on purpose (lost reports)"),
+    ("reports_resent", "Publishes of a delivery report again, for want of an acknowledgement"),
+    ("reports_acked", "Delivery reports acknowledged by a router"),
+    ("reports_dropped", "Unacknowledged delivery reports given up: the store was full"),
+    (
+        "reports_restored",
+        "Pending delivery reports taken over from the journal at start (never published)",
+    ),
+    (
+        "reports_restored_unacked",
+        "Published, unacknowledged delivery reports taken over from the journal at start",
+    ),
 )
 
 
@@ -137,6 +177,14 @@ class LedgerCollector(Collector):
         for c in carriers:
             online.add_metric([c.carrier], 1.0 if c.online else 0.0)
         yield online
+        unacked = GaugeMetricFamily(
+            "supernet_carrier_reports_unacked",
+            "Delivery reports published and not acknowledged yet (held for re-sending)",
+            labels=["carrier"],
+        )
+        for c in carriers:
+            unacked.add_metric([c.carrier], c.reports_unacked)
+        yield unacked
 
 
 def register_metrics(registry: CollectorRegistry, ledger: Ledger) -> LedgerCollector:
