@@ -39,7 +39,9 @@ class WorkerSettings:
     receipts_topic: str = _help("topic of receipts (status events)", default="sms.receipts")
     dead_letter_topic: str = _help("topic of undecodable requests", default="sms.dead-letter")
     attempts_topic: str = _help(
-        "internal compacted topic: the write-ahead log of carrier attempts", default="sms.attempts"
+        "internal compacted topic, the write-ahead log of carrier attempts "
+        "(empty: <requests_topic>.attempts)",
+        default="",
     )
     group: str = _help("Kafka consumer group of the fleet", default="supernet-routers")
     group_instance_id: str = _help(
@@ -70,6 +72,10 @@ class WorkerSettings:
     instance: str = _help("this worker's name (MQTT reply topic, logs)", default_factory=_instance)
     log_format: Literal["auto", "json", "console"] = _help("log format", default="auto")
     log_level: Literal["debug", "info", "warning", "error"] = _help("log level", default="info")
+
+    def attempts(self) -> str:
+        """The attempts log's topic: one per requests topic, partitioned like it."""
+        return self.attempts_topic or f"{self.requests_topic}.attempts"
 
     def network_dir(self) -> Path:
         if self.network:

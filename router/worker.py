@@ -103,7 +103,7 @@ class Worker:
         total = 0
         found = await kafka.read_partitions_since(
             s.bootstrap,
-            [kafka.TopicPartition(s.attempts_topic, tp.partition) for tp in assigned],
+            [kafka.TopicPartition(s.attempts(), tp.partition) for tp in assigned],
             since,
             client_id=f"supernet-{s.instance}-restore",
         )
@@ -183,7 +183,7 @@ class Worker:
             await producer.start()
             stack.push_async_callback(producer.stop)
             sink = KafkaSink(
-                producer, s.receipts_topic, s.dead_letter_topic, s.attempts_topic,
+                producer, s.receipts_topic, s.dead_letter_topic, s.attempts(),
                 on_state=lambda up: connected.labels("kafka").set(int(up)),
             )  # fmt: skip
             connected.labels("kafka").set(1)
@@ -236,16 +236,16 @@ class Worker:
         bootstrap = s.bootstrap
         plain = (s.requests_topic, s.receipts_topic, s.dead_letter_topic)
         await kafka.ensure_topics(bootstrap, [kafka.TopicSpec(t, s.partitions) for t in plain])
-        counts = await kafka.partition_counts(bootstrap, [s.requests_topic, s.attempts_topic])
+        counts = await kafka.partition_counts(bootstrap, [s.requests_topic, s.attempts()])
         requests = counts.get(s.requests_topic, s.partitions)
         # Kept a day: far longer than any dedupe window; compaction keeps the latest per id.
         await kafka.ensure_topics(
-            bootstrap, [kafka.compacted(s.attempts_topic, requests, 24 * 3600 * 1000)]
+            bootstrap, [kafka.compacted(s.attempts(), requests, 24 * 3600 * 1000)]
         )
-        have = counts.get(s.attempts_topic, requests)
+        have = counts.get(s.attempts(), requests)
         if have < requests:
             raise SettingsError(
-                f"attempts topic {s.attempts_topic} has {have} partitions but requests topic "
+                f"attempts topic {s.attempts()} has {have} partitions but requests topic "
                 f"{s.requests_topic} has {requests}: they must match (add partitions to it)"
             )
 

@@ -24,3 +24,9 @@ def test_a_dedupe_window_shorter_than_a_message_can_live_is_refused() -> None:
 def test_non_positive_values_are_refused(name: str) -> None:
     with pytest.raises(settings.SettingsError, match=f"{name} must be > 0"):
         settings.load(None, {settings.env_name(name): "0"})
+
+
+def test_the_attempts_log_follows_the_requests_topic() -> None:
+    assert settings.load(None, {"SUPERNET_REQUESTS_TOPIC": "x.req"}).attempts() == "x.req.attempts"
+    chosen = settings.load(None, {"SUPERNET_ATTEMPTS_TOPIC": "mine"})
+    assert chosen.attempts() == "mine"
