@@ -272,7 +272,16 @@ class Worker:
             batches = await consumer.getmany(timeout_ms=100, max_records=min(room, 500))
             generation = self.generation
             for tp, records in batches.items():
-                key = (tp, generation.get(tp, 0))
+                gen = generation.get(tp)
+                if gen is None:
+                    # Not ours yet (aiokafka fetches as soon as a partition is assigned,
+                    # while its attempts are still being restored) or not ours any more
+                    # (revoked): handling these now could send a message to a carrier the
+                    # attempts log does not know of. Read them again once assigned.
+                    with contextlib.suppress(kafka.KafkaError, ValueError, AssertionError):
+                        consumer.seek(tp, records[0].offset)
+                    continue
+                key = (tp, gen)
                 for r in records:
                     take(key, r.topic, r.partition, r.offset, r.key, r.value)
             if pipeline.decisions:
