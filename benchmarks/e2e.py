@@ -28,17 +28,18 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as a script: make `benchmarks._harness` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import uvloop
-from rich.console import Console
 from rich.table import Table
 
-from carriers import generator
+from benchmarks._harness import Procs, children, console, network_dir, supernet
 from router.infra import cli as infra
 from router.infra.settings import PROJECT_ROOT, InfraSettings
 from router.load.mix import Mix
@@ -48,7 +49,6 @@ from router.load.report import Summary
 from router.load.run import LoadConfig, run_load
 from router.load.traffic import Traffic
 
-console = Console()
 BENCH_DIR = PROJECT_ROOT / ".supernet" / "bench"
 BENCH_INFRA = InfraSettings(
     kafka_port=39092,
@@ -78,49 +78,6 @@ class Result:
     steps: list[Step]
     saturation: float
     half: Step | None
-
-
-class Procs:
-    """Child processes of this benchmark, stopped by pid at the end."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append((name, proc))
-        return proc
-
-    def log(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    async def wait_log(self, name: str, needle: str, count: int = 1, limit_s: float = 90) -> None:
-        deadline = time.monotonic() + limit_s
-        while self.log(name).count(needle) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: no {needle!r} after {limit_s:.0f}s; see its log")
-            await asyncio.sleep(0.2)
-
-    def stop(self, names: set[str] | None = None) -> None:
-        for name, proc in self.procs:
-            if (names is None or name in names) and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in self.procs:
-            if names is None or name in names:
-                try:
-                    proc.wait(timeout=40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        self.procs = [(n, p) for n, p in self.procs if names is not None and n not in names]
-
-
-def supernet(*args: str) -> list[str]:
-    return [sys.executable, "-m", "router", *args]
 
 
 async def step(
@@ -173,16 +130,6 @@ async def sweep(
     return steps, saturation, half
 
 
-def network_dir(path: Path | None) -> Path:
-    if path is not None:
-        return path
-    target = BENCH_DIR / "network-1"
-    if not (target / "network.json").exists():
-        console.print(f"generating the seed-1 network into {target}")
-        generator.write(generator.generate(1), target)
-    return target
-
-
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -197,7 +144,7 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
 
 async def run(args: argparse.Namespace) -> list[Result]:
     infra_s = InfraSettings.from_env() if args.use_env_infra else BENCH_INFRA
-    network = network_dir(args.network)
+    network = network_dir(BENCH_DIR, args.network)
     console.print(f"network {network}; building the traffic plan")
     plan = build_plan(network, args.seed)
     logs = BENCH_DIR / "logs" / time.strftime("%Y%m%d-%H%M%S")
@@ -258,7 +205,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
             console.print(f"[bold]routed, {workers} worker(s)[/]")
             spy = None
             if args.profile:
-                worker_pid = _first_worker_pid(proc.pid)
+                worker_pid = min(children(proc.pid), default=None)
                 if worker_pid:
                     spy = profile(
                         worker_pid,
@@ -274,16 +221,6 @@ async def run(args: argparse.Namespace) -> list[Result]:
         procs.stop()
     console.print(f"logs in {logs}")
     return results
-
-
-def _first_worker_pid(fleet_pid: int) -> int | None:
-    try:
-        out = subprocess.run(
-            ["pgrep", "-P", str(fleet_pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-    except FileNotFoundError:
-        return None
-    return int(out[0]) if out else None
 
 
 def render(results: list[Result]) -> Table:

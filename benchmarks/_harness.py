@@ -1,0 +1,284 @@
+"""What the whole-engine benchmarks (e2e.py, chaos.py) share: child processes known by
+pid and stopped by pid, the `supernet` command line, the seed-1 network, the flags a
+command offers today, the project's brokers on a benchmark's own ports, and a reader
+that follows Kafka topics from their beginning.
+
+Run as scripts, the benchmarks put the project root on ``sys.path`` first, so that
+``benchmarks._harness`` imports the same way from a script and from the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from carriers import generator
+from router import kafka
+from router.infra.settings import InfraSettings
+
+console = Console()
+
+
+def supernet(*args: str) -> list[str]:
+    """The argv of a `supernet` command, run by this interpreter."""
+    return [sys.executable, "-m", "router", *args]
+
+
+class Procs:
+    """Child processes of a benchmark, each with a log file, stopped by pid at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.argv: dict[str, list[str]] = {}
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` with its output appended to ``<logs>/<name>.log``."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=None if env is None else env
+            )
+        self.procs.append((name, proc))
+        self.argv[name] = argv
+        return proc
+
+    def get(self, name: str) -> subprocess.Popen[bytes] | None:
+        """The latest process started under ``name``."""
+        found = [p for n, p in self.procs if n == name]
+        return found[-1] if found else None
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def wait_log(self, name: str, needle: str, count: int = 1, limit_s: float = 90) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.log(name).count(needle) < count:
+            proc = self.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before {needle!r}; see log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: no {needle!r} after {limit_s:.0f}s; see its log")
+            await asyncio.sleep(0.2)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Signal the latest process of ``name`` (by pid) and reap it; its pid, or None."""
+        proc = self.get(name)
+        if proc is None or proc.poll() is not None:
+            return None
+        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.wait()
+        return proc.pid
+
+    def stop(self, names: set[str] | None = None, timeout: float = 40) -> None:
+        """SIGTERM the selected processes, wait ``timeout`` s each, then SIGKILL."""
+        chosen = [(n, p) for n, p in self.procs if names is None or n in names]
+        for _, proc in chosen:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in chosen:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = [(n, p) for n, p in self.procs if names is not None and n not in names]
+
+
+def network_dir(base: Path, path: Path | None) -> Path:
+    """``path``, or the seed-1 network under ``base`` (generated once, then reused)."""
+    if path is not None:
+        return path
+    target = base / "network-1"
+    if not (target / "network.json").exists():
+        console.print(f"generating the seed-1 network into {target}")
+        generator.write(generator.generate(1), target)
+    return target
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (from /proc), or [] if it is gone."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")
+
+
+def fleet_workers(fleet_pid: int) -> dict[int, int]:
+    """Slot -> pid of the fleet's running workers (the fleet names slot i `<x>-w<i>`)."""
+    slots: dict[int, int] = {}
+    for child in children(fleet_pid):
+        argv = cmdline(child)
+        if "--instance" in argv[:-1]:
+            m = re.search(r"-w(\d+)$", argv[argv.index("--instance") + 1])
+            if m:
+                slots[int(m.group(1))] = child
+    return slots
+
+
+_FLAGS: dict[str, frozenset[str]] = {}
+
+
+def flags_of(*command: str) -> frozenset[str]:
+    """The long options a `supernet` command offers today (from its --help)."""
+    key = " ".join(command)
+    if key not in _FLAGS:
+        text = subprocess.run(
+            supernet(*command, "--help"), capture_output=True, text=True, check=False
+        ).stdout
+        _FLAGS[key] = frozenset(re.findall(r"(--[a-z][a-z0-9-]*)", text))
+    return _FLAGS[key]
+
+
+def infra_env(settings: InfraSettings) -> dict[str, str]:
+    """The environment under which `supernet infra` acts on these brokers."""
+    env = dict(os.environ)
+    for name, var in InfraSettings.ENV.items():
+        env[var] = str(getattr(settings, name))
+    return env
+
+
+def infra_up(settings: InfraSettings, names: Sequence[str], timeout: float = 240) -> None:
+    """`supernet infra up --only ...` in a child process: the brokers it starts are not
+    children of this one (they run in their own session), so a SIGKILL leaves no zombie."""
+    only = [arg for name in names for arg in ("--only", name)]
+    result = subprocess.run(
+        supernet("infra", "up", *only), env=infra_env(settings), capture_output=True,
+        text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"infra up {' '.join(names)} failed:\n{result.stderr[-3000:]}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rec:
+    """One Kafka record as read back."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp: int  # ms
+
+
+class TopicReader:
+    """Follows every partition of some topics from offset 0 without a consumer group,
+    handing each record to ``on_record``; survives a broker that goes away and returns."""
+
+    def __init__(
+        self, bootstrap: str, topics: dict[str, int], on_record: Callable[[Rec], None]
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.tps = [kafka.TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        self.on_record = on_record
+        self.consumer = kafka.consumer(bootstrap, None)
+        self.records = 0
+        self.arrived = asyncio.Event()  # set on every batch of records
+        self.errors = 0
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        self.consumer.assign(self.tps)
+        for tp in self.tps:
+            self.consumer.seek(tp, 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int = 200) -> int:
+        """Read what is there (waiting up to ``timeout_ms``); the number of records."""
+        try:
+            batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        except kafka.KafkaError:
+            self.errors += 1
+            await asyncio.sleep(0.5)
+            return 0
+        n = 0
+        for records in batch.values():
+            for r in records:
+                self.on_record(
+                    Rec(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers),
+                        r.timestamp)
+                )  # fmt: skip
+                n += 1
+        if n:
+            self.records += n
+            self.arrived.set()
+        return n
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.poll()
+
+    async def behind(self) -> int | None:
+        """Records not read yet, or None if Kafka does not answer."""
+        try:
+            async with asyncio.timeout(10):
+                ends = await self.consumer.end_offsets(self.tps)
+                left = 0
+                for tp in self.tps:
+                    left += max(0, ends[tp] - await self.consumer.position(tp))
+                return left
+        except (kafka.KafkaError, TimeoutError):
+            return None
+
+    async def quiet(self, idle_s: float, limit_s: float) -> bool:
+        """Until no record came for ``idle_s``, at most ``limit_s``; False on the limit."""
+        return await until_idle(self.arrived, lambda: False, idle_s, limit_s)
+
+    async def catch_up(self, limit_s: float = 60) -> bool:
+        """Read until every partition is at its end; False if that took over ``limit_s``."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            left = await self.behind()
+            if left == 0:
+                return True
+            await self.poll()
+        return False
+
+
+async def until_idle(
+    event: asyncio.Event, done: Callable[[], bool], idle_s: float, limit_s: float
+) -> bool:
+    """Wait until ``done()``, or until ``event`` was not set for ``idle_s`` seconds (True
+    in both cases), or ``limit_s`` passed (False). Whoever makes progress sets ``event``."""
+    deadline = time.monotonic() + limit_s
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        event.clear()
+        try:
+            async with asyncio.timeout(min(idle_s, left)):
+                await event.wait()
+        except TimeoutError:
+            if left > idle_s:
+                return True  # a whole idle_s without progress
+    return True
