@@ -57,6 +57,10 @@ class LinkHandler(Protocol):
 
     def on_status(self, carrier: str, online: bool) -> None: ...
 
+    def on_changed(self, carriers: Sequence[str]) -> None:
+        """These carriers' host (re)announced itself, or the link itself reconnected
+        (``carriers`` empty): a submit asked before may never have reached them."""
+
 
 def reply_topic(instance: str) -> str:
     return f"supernet/router/{instance}/results"
@@ -161,6 +165,8 @@ class CarrierLink:
         self._hosted[host] = list(carriers)
         for carrier in carriers:
             self.hosts[carrier] = host
+        if self.handler is not None:
+            self.handler.on_changed(carriers)
 
     def flush_all(self) -> None:
         for topic in list(self._buffers):
@@ -219,6 +225,8 @@ class CarrierLink:
                 log.info("carrier link restored", reconnects=self.reconnects)
             self.reconnects += 1
             self._was_up = True
+            if self.handler is not None:
+                self.handler.on_changed(())
             self.ready.set()
             self.on_state(True)
             log.info("carrier link up", broker=f"{self.host}:{self.port}", reply_to=self.reply_to)

@@ -98,12 +98,14 @@ class Message:
     """A request in flight on this worker."""
 
     __slots__ = (
+        "asked_epoch",
         "asks",
         "attempt",
         "awaiting",
         "deadline_ms",
         "decision",
         "done",
+        "doubt_until",
         "failovers",
         "followers",
         "held_until",
@@ -145,6 +147,8 @@ class Message:
         self.route: Route | None = None
         self.attempt = 0
         self.asks = 0  # times the current attempt was submitted
+        self.asked_epoch = 0  # the link's epoch when it was last asked
+        self.doubt_until = 0.0  # re-asks without an answer are not trusted until then
         self.awaiting = 0  # the attempt whose submit result is awaited; 0 if none
         self.submitted_at = 0.0
         self.failovers: list[wire.FailedAttempt] = []
@@ -211,6 +215,11 @@ class Pipeline:
         self.timeouts: deque[tuple[float, Message, int]] = deque()
         self.held: deque[Message] = deque()
         self.active: dict[str, Message] = {}  # message id -> its message in flight here
+        # When a silence proves nothing: the link reconnected (epoch), or the carrier went
+        # offline or was announced again since the submit was asked.
+        self.link_epoch = 0
+        self.changed_at: dict[str, float] = {}  # carrier -> last status or directory change
+        self.offline: set[str] = set()
         self.decision_time = 0.0  # seconds spent in routing decisions since last read
         self.decisions = 0
 
@@ -354,6 +363,7 @@ class Pipeline:
     def _dispatch(self, m: Message, route: Route, now: float, *, write_ahead: bool) -> None:
         m.route = route
         m.asks = 0
+        m.doubt_until = 0.0
         d = m.decision
         assert d is not None
         record = AttemptRecord(
@@ -392,6 +402,7 @@ class Pipeline:
         m.awaiting = attempt
         m.asks += 1
         m.submitted_at = self.clock()
+        m.asked_epoch = self.link_epoch
         carrier = route.carrier
         self.link.submit(
             carrier,
@@ -482,7 +493,7 @@ class Pipeline:
             if m.awaiting != attempt or m.written or not owns(m.key):
                 continue  # answered in time, or no longer ours
             try:
-                if m.asks < ASKS:
+                if m.asks < ASKS or self._doubtful(m, now):
                     # No answer is not a rejection: the carrier may have taken it (and the
                     # result been lost). Ask the same carrier again, with the same id.
                     self.metrics.resubmits.inc()
@@ -494,6 +505,24 @@ class Pipeline:
                 self.failover(m, SUBMIT_TIMEOUT, now)
             except Exception as e:
                 self._internal(m, e)
+
+    def _doubtful(self, m: Message, now: float) -> bool:
+        """Whether the last ask's silence proves nothing (so the carrier is asked again,
+        within the hold limit): the link reconnected since, the carrier is offline, or it
+        went offline or was announced again after the ask. Failing over then could send
+        the message to a second carrier while the first one has it."""
+        assert m.route is not None
+        carrier = m.route.carrier
+        doubtful = (
+            m.asked_epoch != self.link_epoch
+            or carrier in self.offline
+            or self.changed_at.get(carrier, -1.0) >= m.submitted_at
+        )
+        if not doubtful or self._expired(m):
+            return False
+        if not m.doubt_until:
+            m.doubt_until = now + self.hold_limit_s
+        return now < m.doubt_until
 
     def failover(self, m: Message, code: int, now: float) -> None:
         route = m.route
@@ -784,8 +813,22 @@ class Pipeline:
             self.router.health.delivery(spec, rep.country, rep.status == "delivered", latency,
                                         self.clock())  # fmt: skip
 
+    def on_changed(self, carriers: Sequence[str]) -> None:
+        if not carriers:
+            self.link_epoch += 1
+            return
+        now = self.clock()
+        for carrier in carriers:
+            self.changed_at[carrier] = now
+
     def on_status(self, carrier: str, online: bool) -> None:
         if carrier not in self.carriers:
             return
-        self.router.health.status(carrier, online, self.clock())
+        now = self.clock()
+        self.changed_at[carrier] = now
+        if online:
+            self.offline.discard(carrier)
+        else:
+            self.offline.add(carrier)
+        self.router.health.status(carrier, online, now)
         (log.debug if online else log.warning)("carrier status", carrier=carrier, online=online)

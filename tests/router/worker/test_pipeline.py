@@ -1104,3 +1104,65 @@ def test_every_request_gets_one_durable_outcome_whatever_the_order(
         if w.tracker.in_flight == 0:
             break
     run.check_final(max_attempts)
+
+
+# -- silences that prove nothing ------------------------------------------------------------
+
+
+def _ask_twice_unanswered(w: World) -> tuple[str, protocol.SubmitItem]:
+    carrier, item = w.last_submit()
+    for _ in range(2):
+        w.publish(carrier, item)
+        w.clock.advance(2.5)
+        w.pipeline.expire_submits()
+    return carrier, item
+
+
+def test_no_failover_while_the_silent_carrier_is_offline() -> None:
+    """The carrier may have the message (its result lost as it died): asked again once it
+    is back, never moved to a second carrier while in doubt."""
+    w = World(submit_timeout_s=2.0)
+    w.take(request(id="doubt"))
+    carrier, item = w.last_submit()
+    w.pipeline.on_status(carrier, False)  # its last-will: gone with the submit
+    _ask_twice_unanswered(w)
+    assert {c for c, _ in w.link.submits} == {carrier}
+    w.pipeline.on_status(carrier, True)
+    w.publish(carrier, item)
+    w.clock.advance(2.5)
+    w.pipeline.expire_submits()
+    assert {c for c, _ in w.link.submits} == {carrier}  # announced after the ask: again
+    w.accept(carrier, item)
+    assert only_receipt(w).carrier == carrier
+
+
+def test_a_reconnected_link_makes_a_silence_inconclusive() -> None:
+    w = World(submit_timeout_s=2.0)
+    w.take(request(id="link"))
+    carrier, item = w.last_submit()
+    w.publish(carrier, item)
+    w.clock.advance(2.5)
+    w.pipeline.expire_submits()  # first silence: asked again
+    w.publish(carrier, item)
+    w.pipeline.on_changed(())  # the MQTT link came back: that answer may have been lost
+    w.clock.advance(2.5)
+    w.pipeline.expire_submits()
+    assert [c for c, _ in w.link.submits] == [carrier] * 3  # asked again, not failed over
+    w.publish(carrier, item)
+    w.clock.advance(2.5)
+    w.pipeline.expire_submits()  # a silence on a steady link: that carrier has failed
+    assert len({c for c, _ in w.link.submits}) == 2
+
+
+def test_doubt_ends_at_the_hold_limit() -> None:
+    w = World(submit_timeout_s=2.0)
+    w.take(request(id="gone"))
+    carrier, _ = w.last_submit()
+    w.pipeline.on_status(carrier, False)
+    start = w.clock.now
+    while {c for c, _ in w.link.submits} == {carrier}:
+        assert w.clock.now - start < 100, "never failed over"
+        w.publish(*w.last_submit())
+        w.clock.advance(2.5)
+        w.pipeline.expire_submits()
+    assert w.clock.now - start >= w.pipeline.hold_limit_s
