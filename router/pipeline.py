@@ -291,12 +291,11 @@ class Pipeline:
         self.route(m, now)
 
     def route(self, m: Message, now: float) -> None:
-        r = m.request
         if self._expired(m):
             self.fail(m, EXPIRED)
             return
         t0 = time.perf_counter()
-        d = self.router.decide(r.to, r.body, CLASS_INDEX[r.cls], r.max_price, now)
+        d = self._decide(m, now)
         self.decision_time += time.perf_counter() - t0
         self.decisions += 1
         if d.code == 0:
@@ -308,11 +307,14 @@ class Pipeline:
             m.decision = d
             self.fail(m, d.code, d.reason)
 
+    def _decide(self, m: Message, now: float) -> Decision:
+        r = m.request
+        return self.router.decide(r.to, r.body, CLASS_INDEX[r.cls], r.max_price, now)
+
     def _resume(self, m: Message, k: Known, now: float) -> None:
         """Submit a re-read request to the carrier its last attempt went to, with the same
         id and attempt number: the carrier answers a repeat as a duplicate."""
-        r = m.request
-        d = self.router.decide(r.to, r.body, CLASS_INDEX[r.cls], r.max_price, now)
+        d = self._decide(m, now)
         if not d.segments:  # the destination or body no longer passes (new network?)
             m.decision = d
             self.fail(m, d.code, d.reason)
@@ -545,8 +547,7 @@ class Pipeline:
             self.fail(m, code)
             return
         if not d.routes:  # decided while nothing could take it (a resumed attempt)
-            r = m.request
-            fresh = self.router.decide(r.to, r.body, CLASS_INDEX[r.cls], r.max_price, now)
+            fresh = self._decide(m, now)
             if fresh.routes:
                 d = m.decision = fresh
         tried = m.tried
@@ -633,29 +634,42 @@ class Pipeline:
         )
         self._outcome(m, receipt, outcome)
 
-    def _outcome(self, m: Message, receipt: wire.Receipt, outcome: AttemptRecord) -> None:
+    def _close(self, m: Message) -> None:
+        """``m``'s outcome is handed to the sink now: nothing more is done for it."""
         m.written = True
         if self.active.get(m.request.id) is m:
             del self.active[m.request.id]
+
+    def _completion(self, m: Message, receipt: wire.Receipt | None) -> Done:
+        """What runs once ``m``'s outcome is durable: its receipt counted (if any), its
+        offset done, and those of the repeats that waited for it."""
+        counter = (
+            None
+            if receipt is None
+            else self.metrics.child(
+                self.metrics.receipts, receipt.status, str(receipt.error_code or "")
+            )
+        )
+        done, followers = m.done, m.followers
+
+        def durable() -> None:
+            if counter is not None:
+                counter.inc()
+            done()
+            for follower in followers:
+                follower()
+
+        return durable
+
+    def _outcome(self, m: Message, receipt: wire.Receipt, outcome: AttemptRecord) -> None:
+        self._close(m)
         if m.known is not None:
             m.known.apply(outcome)
         if m.attempt:
             # Only messages that reached a carrier need their outcome in the log: a
             # refusal before any attempt is decided the same way when read again.
             self.sink.attempt(outcome, m.partition_no, None)
-        counter = self.metrics.child(
-            self.metrics.receipts, receipt.status, str(receipt.error_code or "")
-        )
-        followers = m.followers
-        done = m.done
-
-        def durable() -> None:
-            counter.inc()
-            done()
-            for follower in followers:
-                follower()
-
-        self.sink.receipt(receipt, durable)
+        self.sink.receipt(receipt, self._completion(m, receipt))
 
     def _answer_sent(self, m: Message, k: Known) -> None:
         """A repeated id that was sent: the same ``sent`` receipt again, no submit."""
@@ -690,16 +704,7 @@ class Pipeline:
 
     def _answer(self, m: Message, receipt: wire.Receipt) -> None:
         m.written = True
-        counter = self.metrics.child(
-            self.metrics.receipts, receipt.status, str(receipt.error_code or "")
-        )
-        done = m.done
-
-        def durable() -> None:
-            counter.inc()
-            done()
-
-        self.sink.receipt(receipt, durable)
+        self.sink.receipt(receipt, self._completion(m, receipt))
 
     def _duplicate(self, outcome: str) -> None:
         self.metrics.child(self.metrics.duplicate_requests, outcome).inc()
@@ -737,19 +742,9 @@ class Pipeline:
                   error=repr(error)[:300], exc_info=error)  # fmt: skip
         if m.written:
             return
-        m.written = True
-        if self.active.get(m.request.id) is m:
-            del self.active[m.request.id]
-        followers = m.followers
-        done = m.done
-
-        def durable() -> None:
-            done()
-            for follower in followers:
-                follower()
-
+        self._close(m)
         self._dead_letter("internal", repr(error), m.raw, m.raw_key, m.topic, m.partition_no,
-                          m.offset, durable, type(error).__name__)  # fmt: skip
+                          m.offset, self._completion(m, None), type(error).__name__)  # fmt: skip
 
     # -- partitions --------------------------------------------------------------------
 
