@@ -98,7 +98,6 @@ class CarrierLink:
         self.ready = asyncio.Event()  # connected and subscribed
         self.malformed = 0
         self.reconnects = 0
-        self.acked = 0
         self._was_up = False
 
     # -- submitting (called synchronously from the worker's callbacks) ------------------
@@ -154,7 +153,6 @@ class CarrierLink:
         if not acks:
             return
         payload = protocol.REPORT_ACK_BATCH.encode(protocol.ReportAckBatch(self.instance, acks))
-        self.acked += len(acks)
         self._queue.append((protocol.host_dlr_ack_topic(host), [], payload))
         self._queued.set()
 

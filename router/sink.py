@@ -104,10 +104,6 @@ class KafkaSink:
         self._dead.append((value, key, headers, on_durable))
         self._wakeup.set()
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue) + len(self._dead)
-
     async def run(self) -> None:
         while True:
             await self._wakeup.wait()

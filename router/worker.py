@@ -246,7 +246,8 @@ class Worker:
         if have < requests:
             raise SettingsError(
                 f"attempts topic {s.attempts()} has {have} partitions but requests topic "
-                f"{s.requests_topic} has {requests}: they must match (add partitions to it)"
+                f"{s.requests_topic} has {requests}: it needs at least as many (add partitions "
+                "to it)"
             )
 
     async def _intake(self, consumer: kafka.AIOKafkaConsumer, pipeline: Pipeline) -> None:
