@@ -155,9 +155,9 @@ class AttemptMemory:
         ids = self._ids
         while len(ids) > self.max_ids:
             del ids[next(iter(ids))]
+        # By age alone: the settings check makes the window outlast any message in
+        # flight, so an entry older than it is not needed by one (a restored attempt whose
+        # request is never read again must not hold the window open).
         horizon = now - self.window_s
-        while ids:
-            first = next(iter(ids))
-            if ids[first].seen >= horizon or ids[first].state == IN_FLIGHT:
-                break  # stop at an id still in flight: it may be needed (and is recent)
-            del ids[first]
+        while ids and ids[next(iter(ids))].seen < horizon:
+            del ids[next(iter(ids))]
