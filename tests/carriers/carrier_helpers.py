@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import msgspec
 
+from carriers.host import CarrierHost
 from carriers.simulation import CarrierTruth
 from router.network_file import CarrierSpec
 
@@ -35,3 +40,22 @@ def spec(carrier_id: str, throughput_mps: float = 10_000.0) -> CarrierSpec:
         delivery_rate=0.99,
         throughput_mps=throughput_mps,
     )
+
+
+@asynccontextmanager
+async def serving(carrier_host: CarrierHost, wait_s: float) -> AsyncIterator[CarrierHost]:
+    """Run ``carrier_host`` until the block ends: yields once every carrier is ready (or
+    raises what made ``run`` fail), and stops it cleanly afterwards."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(carrier_host.run(stop))
+    try:
+        async with asyncio.timeout(wait_s):
+            ready = asyncio.create_task(carrier_host.ready.wait())
+            await asyncio.wait((ready, task), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+        yield carrier_host
+    finally:
+        stop.set()
+        async with asyncio.timeout(wait_s):
+            await task

@@ -19,7 +19,7 @@ import pytest
 
 from carriers import network, protocol, scenario
 from carriers.host import CarrierHost
-from tests.carriers.carrier_helpers import truth
+from tests.carriers.carrier_helpers import serving, truth
 from tests.carriers.conftest import SmallNetwork
 
 pytestmark = pytest.mark.integration
@@ -44,19 +44,8 @@ async def running(
         host_id=f"test-{os.getpid()}",
         scenario=scen,
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(carrier_host.run(stop))
-    try:
-        async with asyncio.timeout(WAIT_S):
-            ready = asyncio.create_task(carrier_host.ready.wait())
-            await asyncio.wait((ready, task), return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-        yield carrier_host
-    finally:
-        stop.set()
-        async with asyncio.timeout(WAIT_S):
-            await task
+    async with serving(carrier_host, WAIT_S) as served:
+        yield served
 
 
 @asynccontextmanager

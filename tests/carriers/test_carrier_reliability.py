@@ -25,7 +25,7 @@ from carriers import network, protocol
 from carriers.host import CarrierHost
 from router.infra.brokers import Mosquitto
 from router.infra.settings import InfraSettings
-from tests.carriers.carrier_helpers import truth
+from tests.carriers.carrier_helpers import serving, truth
 from tests.carriers.conftest import SmallNetwork
 
 pytestmark = pytest.mark.integration
@@ -56,19 +56,8 @@ async def running(
         max_unacked_reports=max_unacked_reports,
         journal=journal,
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(carrier_host.run(stop))
-    try:
-        async with asyncio.timeout(WAIT_S):
-            ready = asyncio.create_task(carrier_host.ready.wait())
-            await asyncio.wait((ready, task), return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-        yield carrier_host
-    finally:
-        stop.set()
-        async with asyncio.timeout(WAIT_S):
-            await task
+    async with serving(carrier_host, WAIT_S) as served:
+        yield served
 
 
 @dataclass
