@@ -24,8 +24,8 @@ from pathlib import Path
 from rich.console import Console
 
 from carriers import generator
-from router import kafka
-from router.infra.settings import InfraSettings
+from router.engine import kafka
+from router.support.infra_settings import InfraSettings
 
 console = Console()
 

@@ -80,13 +80,14 @@ from benchmarks._harness import (
     supernet,
     until_idle,
 )
-from router import kafka, wire
-from router.infra import cli as infra
-from router.infra.brokers import BROKERS
-from router.infra.settings import PROJECT_ROOT, InfraSettings
-from router.load.mix import Mix
-from router.load.numbers import NumberPlan, build_plan
-from router.load.traffic import Traffic
+from router.contracts import wire
+from router.engine import kafka
+from router.support.infra_settings import PROJECT_ROOT, InfraSettings
+from router.tools.infra import lifecycle as infra
+from router.tools.infra.brokers import BROKERS
+from router.tools.load.mix import Mix
+from router.tools.load.numbers import NumberPlan, build_plan
+from router.tools.load.traffic import Traffic
 
 console = Console(width=None if sys.stdout.isatty() else 220)
 CHAOS_DIR = PROJECT_ROOT / ".supernet" / "chaos"

@@ -40,14 +40,14 @@ import uvloop
 from rich.table import Table
 
 from benchmarks._harness import Procs, children, console, network_dir, supernet
-from router.infra import cli as infra
-from router.infra.settings import PROJECT_ROOT, InfraSettings
-from router.load.mix import Mix
-from router.load.numbers import NumberPlan, build_plan
-from router.load.pace import Pacer
-from router.load.report import Summary
-from router.load.run import LoadConfig, run_load
-from router.load.traffic import Traffic
+from router.support.infra_settings import PROJECT_ROOT, InfraSettings
+from router.tools.infra import lifecycle as infra
+from router.tools.load.mix import Mix
+from router.tools.load.numbers import NumberPlan, build_plan
+from router.tools.load.pace import Pacer
+from router.tools.load.report import Summary
+from router.tools.load.run import LoadConfig, run_load
+from router.tools.load.traffic import Traffic
 
 BENCH_DIR = PROJECT_ROOT / ".supernet" / "bench"
 BENCH_INFRA = InfraSettings(

@@ -3,7 +3,7 @@
 Every policy routes the same requests (the load generator's seeded default mix) over the
 same simulated network (fresh ``carriers.endpoint.Endpoint``s from the same seeds), on a
 virtual clock: submit results and delivery reports come back after their simulated
-delays and feed supernet's health in time order. See ``router/economics.py`` for what
+delays and feed supernet's health in time order. See ``router/tools/economics.py`` for what
 each policy does and how every figure is counted.
 
 Offered rate: 2,000 messages per second of virtual time by default. At that rate the
@@ -38,8 +38,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from router import economics, network_file
-from router.economics import POLICIES, PolicyResult
+from router.contracts import network_file
+from router.tools import economics
+from router.tools.economics import POLICIES, PolicyResult
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".supernet" / "bench"

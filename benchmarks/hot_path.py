@@ -47,14 +47,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from router.routing import errors
-from router.routing.decision import Router
-from router.routing.e164 import CountryData, load_country_data
-from router.routing.health import Health
-from router.routing.policy import score
-from router.routing.segments import ASCII_BASIC, PART_GSM7, count
-from router.routing.table import Carrier, RouteTable
-from router.routing.throttle import Throttle, bucket_params
+from router.core import errors
+from router.core.decision import Router
+from router.core.e164 import CountryData, load_country_data
+from router.core.health import Health
+from router.core.policy import score
+from router.core.segments import ASCII_BASIC, PART_GSM7, count
+from router.core.table import Carrier, RouteTable
+from router.core.throttle import Throttle, bucket_params
 
 Request = tuple[str, str, int, float | None]
 Decks = dict[str, dict[str, tuple[float, str]]]

@@ -1,7 +1,7 @@
 """The ceiling for the end-to-end benchmark: consume requests, produce one receipt-sized
 record per request, commit offsets below the lowest record not yet acknowledged. The same
-Kafka clients, settings, receipt writer (router.sink.KafkaSink) and offset bookkeeping
-(router.offsets.OffsetTracker) as the worker, but no routing and no carriers.
+Kafka clients, settings, receipt writer (router.engine.sink.KafkaSink) and offset bookkeeping
+(router.engine.offsets.OffsetTracker) as the worker, but no routing and no carriers.
 
 Run by benchmarks/e2e.py as one process per worker it stands in for:
     python benchmarks/passthrough.py BOOTSTRAP REQUESTS RECEIPTS GROUP
@@ -19,9 +19,10 @@ import time
 
 import uvloop
 
-from router import kafka, wire
-from router.offsets import OffsetTracker
-from router.sink import KafkaSink
+from router.contracts import wire
+from router.engine import kafka
+from router.engine.offsets import OffsetTracker
+from router.engine.sink import KafkaSink
 
 MAX_IN_FLIGHT = 5000
 

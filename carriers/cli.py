@@ -19,17 +19,18 @@ import structlog
 import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
-from carriers import generator, network, protocol, scenario
+from carriers import generator, network, scenario
 from carriers.deck import DeckError
 from carriers.endpoint import Endpoint
 from carriers.host import CarrierHost
 from carriers.journal import Journal, JournalError
 from carriers.ledger import Ledger, register_metrics
 from carriers.simulation import SimulationFileError
-from router.argtypes import positive
-from router.infra.settings import InfraSettings
-from router.metrics import write_target
-from router.network_file import NetworkFileError
+from router.contracts import interconnect
+from router.contracts.network_file import NetworkFileError
+from router.support.argtypes import positive
+from router.support.infra_settings import InfraSettings
+from router.support.targets import write_target
 
 log = structlog.get_logger("carriers.cli")
 
@@ -145,7 +146,7 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
             on supernet/carriers/host/<host>/submit (and supernet/carrier/<id>/submit),
             publishes their delivery reports on supernet/carriers/host/<host>/dlr, and
             keeps a retained status per carrier (online/offline, last-will offline) on
-            supernet/carrier/<id>/status; see carriers/protocol.py. One process hosts
+            supernet/carrier/<id>/status; see router/contracts/interconnect.py. One process hosts
             many carriers; split a network
             over processes with --only or --shard. A report is published again
             (resent + 1) every --report-resend-s until a router acknowledges it on
@@ -210,10 +211,10 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument(
         "--report-resend-s",
         type=positive(float),
-        default=protocol.REPORT_RESEND_S,
+        default=interconnect.REPORT_RESEND_S,
         metavar="S",
         help="publish a report again after S seconds without an acknowledgement "
-        f"(default: {protocol.REPORT_RESEND_S:g})",
+        f"(default: {interconnect.REPORT_RESEND_S:g})",
     )
     p.add_argument(
         "--host-id",

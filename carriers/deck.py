@@ -1,6 +1,6 @@
 """Rate decks as wholesale carriers publish them: one CSV per carrier.
 
-Layout (``DIR/decks/<carrier id>.csv``), the one ``router.routing`` imports::
+Layout (``DIR/decks/<carrier id>.csv``), the one ``router.core`` imports::
 
     prefix,destination,price,currency,effective_from
     447700,GB EE,0.0312,USD,2025-03-14

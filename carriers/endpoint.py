@@ -15,17 +15,17 @@ import math
 import random
 from dataclasses import dataclass
 
-from carriers import protocol
 from carriers.ledger import CarrierLedger
 from carriers.simulation import CarrierTruth
-from router.network_file import CarrierSpec
+from router.contracts import interconnect
+from router.contracts.network_file import CarrierSpec
 
 # How undelivered messages fail (weights), CPaaS codes.
 UNDELIVERED_CODES = (
-    protocol.UNREACHABLE_HANDSET,
-    protocol.UNKNOWN_HANDSET,
-    protocol.LANDLINE_OR_UNREACHABLE_CARRIER,
-    protocol.FILTERED,
+    interconnect.UNREACHABLE_HANDSET,
+    interconnect.UNKNOWN_HANDSET,
+    interconnect.LANDLINE_OR_UNREACHABLE_CARRIER,
+    interconnect.FILTERED,
 )
 UNDELIVERED_WEIGHTS = (0.45, 0.25, 0.18, 0.12)
 SUBMIT_LATENCY_SIGMA = 0.3
@@ -83,9 +83,9 @@ class Overrides:
 class Outcome:
     """What becomes of one submit item: a result, and perhaps a report, each with a due time."""
 
-    result: protocol.SubmitResult
+    result: interconnect.SubmitResult
     result_at: float
-    report: protocol.DeliveryReport | None = None
+    report: interconnect.DeliveryReport | None = None
     report_at: float = 0.0
 
 
@@ -140,14 +140,14 @@ class Endpoint:
                 return dest.delivery_probability, dest.latency_factor
         return self.truth.delivery_probability, 1.0
 
-    def _reject(self, item: protocol.SubmitItem, code: int, at: float) -> Outcome:
-        self.ledger.reject(protocol.REJECT_REASONS[code])
-        result = protocol.SubmitResult(
+    def _reject(self, item: interconnect.SubmitItem, code: int, at: float) -> Outcome:
+        self.ledger.reject(interconnect.REJECT_REASONS[code])
+        result = interconnect.SubmitResult(
             id=item.id, carrier=self.spec.id, accepted=False, attempt=item.attempt, code=code
         )
         return Outcome(result, at)
 
-    def submit(self, item: protocol.SubmitItem, now: float, wall_ms: int) -> Outcome | None:
+    def submit(self, item: interconnect.SubmitItem, now: float, wall_ms: int) -> Outcome | None:
         """Decide one submit item; None when offline (no answer at all)."""
         ledger = self.ledger
         ledger.submits += 1
@@ -165,7 +165,7 @@ class Endpoint:
         first = self._accepted.get(item.id)
         if first is not None:
             ledger.repeats += 1
-            result = protocol.SubmitResult(
+            result = interconnect.SubmitResult(
                 id=item.id,
                 carrier=self.spec.id,
                 accepted=True,
@@ -178,26 +178,26 @@ class Endpoint:
         to = item.to
         digits = to[1:]
         if not (to.startswith("+") and 6 <= len(digits) <= 15 and digits.isdigit()):
-            return self._reject(item, protocol.INVALID_DESTINATION, result_at)
+            return self._reject(item, interconnect.INVALID_DESTINATION, result_at)
         price = self.price_for(digits)
         if price is None:
-            return self._reject(item, protocol.UNKNOWN_DESTINATION, result_at)
+            return self._reject(item, interconnect.UNKNOWN_DESTINATION, result_at)
         if not self.bucket.take(now):
-            return self._reject(item, protocol.THROTTLED, result_at)
+            return self._reject(item, interconnect.THROTTLED, result_at)
         if rng.random() < self.truth.submit_failure_rate:
-            return self._reject(item, protocol.UNKNOWN_ERROR, result_at)
+            return self._reject(item, interconnect.UNKNOWN_ERROR, result_at)
 
         billed = round(price * o.price_factor, 6)
         self._remember(item.id, billed, result_at)
         ledger.accepted += 1
-        result = protocol.SubmitResult(
+        result = interconnect.SubmitResult(
             id=item.id, carrier=self.spec.id, accepted=True, attempt=item.attempt, price=billed
         )
 
         probability, latency_factor = self._delivery(digits)
         if rng.random() < probability * o.delivery_factor:
             ledger.delivered += 1
-            status: protocol.ReportStatus = "delivered"
+            status: interconnect.ReportStatus = "delivered"
             code: int | None = None
         else:
             ledger.undelivered += 1
@@ -215,7 +215,7 @@ class Endpoint:
             / 1000.0
         )
         report_at = result_at + delay_s
-        report = protocol.DeliveryReport(
+        report = interconnect.DeliveryReport(
             id=item.id,
             carrier=self.spec.id,
             route=self.spec.kind,

@@ -28,8 +28,8 @@ from pathlib import Path
 from carriers import deck, numbering
 from carriers.simulation import SIMULATION_VERSION, CarrierTruth, DestinationTruth, SimulationFile
 from carriers.simulation import dump as dump_simulation
-from router.network_file import FORMAT_VERSION, CarrierSpec, NetworkFile
-from router.network_file import dump as dump_network
+from router.contracts.network_file import FORMAT_VERSION, CarrierSpec, NetworkFile
+from router.contracts.network_file import dump as dump_network
 
 DECKS_DIR = "decks"
 

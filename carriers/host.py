@@ -60,12 +60,12 @@ import aiomqtt
 import msgspec
 import structlog
 
-from carriers import protocol
 from carriers import scenario as scenario_mod
 from carriers.endpoint import Endpoint
 from carriers.journal import AcceptedItem, Journal, Key, Replay
 from carriers.ledger import Ledger
 from carriers.reports import MAX_UNACKED_REPORTS, ReportStore
+from router.contracts import interconnect
 
 log = structlog.get_logger("carriers.host")
 
@@ -124,20 +124,20 @@ class _Due:
     seq: int
     carrier: str = field(compare=False)
     reply_to: str | None = field(compare=False)  # None: a delivery report
-    payload: protocol.SubmitResult | protocol.DeliveryReport = field(compare=False)
+    payload: interconnect.SubmitResult | interconnect.DeliveryReport = field(compare=False)
 
 
 @dataclass(slots=True)
 class _Batch:
     deadline: float
-    items: list[protocol.SubmitResult | protocol.DeliveryReport]
+    items: list[interconnect.SubmitResult | interconnect.DeliveryReport]
 
 
 @dataclass(slots=True)
 class _Outgoing:
     topic: str
     payload: bytes
-    reports: list[protocol.DeliveryReport]  # the reports in it (none for results)
+    reports: list[interconnect.DeliveryReport]  # the reports in it (none for results)
 
 
 class CarrierHost:
@@ -153,7 +153,7 @@ class CarrierHost:
         host_id: str,
         scenario: scenario_mod.Scenario | None = None,
         clock: Callable[[], float] = time.monotonic,
-        report_resend_s: float = protocol.REPORT_RESEND_S,
+        report_resend_s: float = interconnect.REPORT_RESEND_S,
         max_unacked_reports: int = MAX_UNACKED_REPORTS,
         journal: Journal | None = None,
     ) -> None:
@@ -299,7 +299,10 @@ class CarrierHost:
                 self.mqtt_port,
                 identifier=f"supernet-carriers-{self.host_id}",
                 will=aiomqtt.Will(
-                    protocol.host_status_topic(self.host_id), protocol.OFFLINE, qos=1, retain=True
+                    interconnect.host_status_topic(self.host_id),
+                    interconnect.OFFLINE,
+                    qos=1,
+                    retain=True,
                 ),
                 max_inflight_messages=512,
                 keepalive=30,
@@ -335,10 +338,10 @@ class CarrierHost:
         """One connection's life: subscribe, announce, receive and publish; on
         ``_data_stop``, clear the directory and mark the host offline."""
         topics = [
-            (protocol.host_submit_topic(self.host_id), 1),
-            (protocol.host_dlr_ack_topic(self.host_id), 1),
+            (interconnect.host_submit_topic(self.host_id), 1),
+            (interconnect.host_dlr_ack_topic(self.host_id), 1),
         ]
-        topics += [(protocol.submit_topic(cid), 1) for cid in self.endpoints]
+        topics += [(interconnect.submit_topic(cid), 1) for cid in self.endpoints]
         for i in range(0, len(topics), SUBSCRIBE_CHUNK):
             await client.subscribe(topics[i : i + SUBSCRIBE_CHUNK])
         async with asyncio.TaskGroup() as tg:
@@ -347,15 +350,18 @@ class CarrierHost:
             if not self.ready.is_set():
                 await _first_of(self._all_present, self._data_stop)
             if not self._data_stop.is_set():
-                directory = protocol.HostDirectory(self.host_id, sorted(self.endpoints))
+                directory = interconnect.HostDirectory(self.host_id, sorted(self.endpoints))
                 await client.publish(
-                    protocol.directory_topic(self.host_id),
-                    protocol.DIRECTORY.encode(directory),
+                    interconnect.directory_topic(self.host_id),
+                    interconnect.DIRECTORY.encode(directory),
                     qos=1,
                     retain=True,
                 )
                 await client.publish(
-                    protocol.host_status_topic(self.host_id), protocol.ONLINE, qos=1, retain=True
+                    interconnect.host_status_topic(self.host_id),
+                    interconnect.ONLINE,
+                    qos=1,
+                    retain=True,
                 )
                 if not self.ready.is_set():
                     self.ready.set()
@@ -364,15 +370,17 @@ class CarrierHost:
             for task in tasks:
                 task.cancel()
         # An empty retained payload deletes the directory entry.
-        await client.publish(protocol.directory_topic(self.host_id), b"", qos=1, retain=True)
+        await client.publish(interconnect.directory_topic(self.host_id), b"", qos=1, retain=True)
         await client.publish(
-            protocol.host_status_topic(self.host_id), protocol.OFFLINE, qos=1, retain=True
+            interconnect.host_status_topic(self.host_id), interconnect.OFFLINE, qos=1, retain=True
         )
 
     # ---- presence (one connection per carrier, for its last-will) -------------------
 
     async def _presence(self, carrier_id: str) -> None:
-        will = aiomqtt.Will(protocol.status_topic(carrier_id), protocol.OFFLINE, qos=1, retain=True)
+        will = aiomqtt.Will(
+            interconnect.status_topic(carrier_id), interconnect.OFFLINE, qos=1, retain=True
+        )
         backoff = Backoff()
         while not self._stopping.is_set():
             client = aiomqtt.Client(
@@ -406,7 +414,7 @@ class CarrierHost:
     async def _announce(self, client: aiomqtt.Client, carrier_id: str) -> None:
         """Publish the carrier's status now and whenever it changes; ``offline`` when
         stopping."""
-        topic = protocol.status_topic(carrier_id)
+        topic = interconnect.status_topic(carrier_id)
         endpoint = self.endpoints[carrier_id]
         changed = self._status_changed[carrier_id]
         published: bool | None = None
@@ -415,7 +423,7 @@ class CarrierHost:
                 endpoint.overrides.offline = True
             online = not endpoint.offline
             if online != published:
-                payload = protocol.ONLINE if online else protocol.OFFLINE
+                payload = interconnect.ONLINE if online else interconnect.OFFLINE
                 await client.publish(topic, payload, qos=1, retain=True)
                 endpoint.ledger.online = online
                 if published is None:
@@ -474,9 +482,9 @@ class CarrierHost:
     # ---- intake -----------------------------------------------------------------------
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        decode = protocol.SUBMIT_BATCH.decode
-        host_topic = protocol.host_submit_topic(self.host_id)
-        ack_topic = protocol.host_dlr_ack_topic(self.host_id)
+        decode = interconnect.SUBMIT_BATCH.decode
+        host_topic = interconnect.host_submit_topic(self.host_id)
+        ack_topic = interconnect.host_dlr_ack_topic(self.host_id)
         endpoints = self.endpoints
         journal = self.journal
         async for message in client.messages:
@@ -489,7 +497,7 @@ class CarrierHost:
                 continue
             try:
                 # On a carrier's own topic, items without a carrier are for that carrier.
-                default = "" if topic == host_topic else protocol.carrier_of(topic)
+                default = "" if topic == host_topic else interconnect.carrier_of(topic)
                 if not isinstance(payload, bytes | bytearray):
                     raise TypeError("payload is not bytes")
                 batch = decode(bytes(payload))
@@ -542,7 +550,7 @@ class CarrierHost:
         try:
             if not isinstance(payload, bytes | bytearray):
                 raise TypeError("payload is not bytes")
-            batch = protocol.REPORT_ACK_BATCH.decode(bytes(payload))
+            batch = interconnect.REPORT_ACK_BATCH.decode(bytes(payload))
         except (TypeError, msgspec.DecodeError) as e:
             log.warning("malformed report acknowledgement dropped", error=str(e))
             return
@@ -564,7 +572,7 @@ class CarrierHost:
             while heap and heap[0].at <= now:
                 due = heapq.heappop(heap)
                 payload = due.payload
-                if isinstance(payload, protocol.DeliveryReport):
+                if isinstance(payload, interconnect.DeliveryReport):
                     if self.endpoints[due.carrier].offline:
                         # an offline carrier holds its reports until it is back
                         due.at = now + OFFLINE_RETRY_S
@@ -575,10 +583,10 @@ class CarrierHost:
                 key = due.reply_to
                 batch = batches.get(key)
                 if batch is None:
-                    wait = protocol.FLUSH_INTERVAL_S if key is not None else REPORT_FLUSH_S
+                    wait = interconnect.FLUSH_INTERVAL_S if key is not None else REPORT_FLUSH_S
                     batch = batches[key] = _Batch(now + wait, [])
                 batch.items.append(payload)
-                if len(batch.items) >= protocol.MAX_BATCH:
+                if len(batch.items) >= interconnect.MAX_BATCH:
                     await self._flush(key)
             for key in [k for k, b in batches.items() if b.deadline <= now or self._draining]:
                 await self._flush(key)
@@ -600,19 +608,19 @@ class CarrierHost:
     async def _flush(self, reply_to: str | None) -> None:
         batch = self._batches.pop(reply_to)
         if reply_to is None:
-            reports = [r for r in batch.items if isinstance(r, protocol.DeliveryReport)]
+            reports = [r for r in batch.items if isinstance(r, interconnect.DeliveryReport)]
             dropped = self.reports.take_dropped()
             if dropped and self.journal is not None:
                 self.journal.dropped(dropped)
-            payload = protocol.REPORT_BATCH.encode(
-                protocol.DeliveryReportBatch(self.host_id, reports)
+            payload = interconnect.REPORT_BATCH.encode(
+                interconnect.DeliveryReportBatch(self.host_id, reports)
             )
-            topic = protocol.host_dlr_topic(self.host_id)
+            topic = interconnect.host_dlr_topic(self.host_id)
             await self._queue.put(_Outgoing(topic, payload, reports))
         else:
-            results = [r for r in batch.items if isinstance(r, protocol.SubmitResult)]
-            payload = protocol.RESULT_BATCH.encode(
-                protocol.SubmitResultBatch(self.host_id, results)
+            results = [r for r in batch.items if isinstance(r, interconnect.SubmitResult)]
+            payload = interconnect.RESULT_BATCH.encode(
+                interconnect.SubmitResultBatch(self.host_id, results)
             )
             await self._queue.put(_Outgoing(reply_to, payload, []))
 
@@ -629,7 +637,7 @@ class CarrierHost:
             if out.reports:
                 self._reports_published(out.reports)
 
-    def _reports_published(self, reports: list[protocol.DeliveryReport]) -> None:
+    def _reports_published(self, reports: list[interconnect.DeliveryReport]) -> None:
         acked, dropped = self.reports.published(reports, self.clock())
         if self.journal is not None:
             self.journal.published(reports, acked, dropped)

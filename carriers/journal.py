@@ -21,7 +21,7 @@ Records (tags and fields, in order; ``key`` is ``[carrier, message id]``):
 - ``accepted``: ``items`` and ``repeats``, one record per received submit batch that
   accepted or repeated anything. An item is ``[carrier, id, price, result_ms, report,
   report_due_ms]``: the billed price per segment, when its result was due (wall ms), and
-  the delivery report it will send (``protocol.DeliveryReport`` as a msgpack map, nil
+  the delivery report it will send (``interconnect.DeliveryReport`` as a msgpack map, nil
   when the report is lost on purpose) with its due time (wall ms). ``repeats`` is the
   list of keys acknowledged as duplicates in that batch;
 - ``published``: ``reports``, one record per report batch the broker took (after its
@@ -55,7 +55,7 @@ from typing import Final
 
 import msgspec
 
-from carriers import protocol
+from router.contracts import interconnect
 
 Key = tuple[str, str]  # (carrier, message id)
 
@@ -73,7 +73,7 @@ class AcceptedItem(msgspec.Struct, array_like=True, frozen=True):
     id: str
     price: float
     result_ms: int
-    report: protocol.DeliveryReport | None = None
+    report: interconnect.DeliveryReport | None = None
     report_due_ms: int = 0
 
 
@@ -262,7 +262,7 @@ class Journal:
 
     def published(
         self,
-        reports: Sequence[protocol.DeliveryReport],
+        reports: Sequence[interconnect.DeliveryReport],
         acked: list[Key] | None = None,
         dropped: list[Key] | None = None,
     ) -> None:

@@ -15,8 +15,8 @@ import phonenumbers
 from carriers import deck, numbering, simulation
 from carriers.endpoint import Endpoint
 from carriers.ledger import Ledger
-from router import network_file
-from router.network_file import CarrierSpec
+from router.contracts import network_file
+from router.contracts.network_file import CarrierSpec
 
 
 class SelectionError(Exception):

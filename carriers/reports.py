@@ -1,5 +1,5 @@
 """The store of delivery reports a carrier process published and no router has
-acknowledged yet (see ``carriers.protocol``: ``dlr-ack``): pure bookkeeping, the caller
+acknowledged yet (see ``router.contracts.interconnect``: ``dlr-ack``): pure bookkeeping, the caller
 passes the time; ``CarrierHost`` publishes what it says is due."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from carriers import protocol
 from carriers.journal import Key
 from carriers.ledger import Ledger
+from router.contracts import interconnect
 
 MAX_UNACKED_REPORTS = 500_000
 
@@ -26,7 +26,7 @@ class _State(enum.Enum):
 
 @dataclass(slots=True)
 class _Held:
-    report: protocol.DeliveryReport  # the version published last (or on its way)
+    report: interconnect.DeliveryReport  # the version published last (or on its way)
     state: _State
     acked: bool = False  # acknowledged while its first publication was on its way
     generation: int = 0  # which resend timer is the live one
@@ -59,7 +59,7 @@ class ReportStore:
     def __contains__(self, key: Key) -> bool:
         return key in self._held
 
-    def take(self, report: protocol.DeliveryReport) -> bool:
+    def take(self, report: interconnect.DeliveryReport) -> bool:
         """Whether to publish ``report`` now. A first publication is held from this moment
         (a router may ack it before its PUBACK is back); a re-send only while it is still
         held in that version (not acknowledged or given up since it was queued)."""
@@ -74,7 +74,7 @@ class ReportStore:
         return entry is not None and entry.report is report
 
     def published(
-        self, reports: Sequence[protocol.DeliveryReport], now: float
+        self, reports: Sequence[interconnect.DeliveryReport], now: float
     ) -> tuple[list[Key], list[Key]]:
         """The broker took these reports: count them and start their resend clocks.
         Returns (reports acknowledged while on their way, reports given up meanwhile)."""
@@ -107,7 +107,7 @@ class ReportStore:
             timers.append((at, key, entry.generation))
         return acked, dropped
 
-    def ack(self, acks: Sequence[protocol.ReportAck]) -> tuple[list[Key], int]:
+    def ack(self, acks: Sequence[interconnect.ReportAck]) -> tuple[list[Key], int]:
         """Acknowledgements: returns the keys of the reports released now, and how many
         acks named no report held here (acked before, or never sent: ignored)."""
         held, ledger = self._held, self.ledger
@@ -128,11 +128,11 @@ class ReportStore:
                 released.append(key)
         return released, unknown
 
-    def due(self, now: float) -> list[protocol.DeliveryReport]:
+    def due(self, now: float) -> list[interconnect.DeliveryReport]:
         """The reports to publish again now (``resent`` + 1): published ``resend_s`` ago
         and not acknowledged since. They are on their way until ``published``."""
         held, timers = self._held, self._timers
-        out: list[protocol.DeliveryReport] = []
+        out: list[interconnect.DeliveryReport] = []
         while timers and timers[0][0] <= now:
             _, key, generation = timers.popleft()
             entry = held.get(key)
@@ -148,7 +148,7 @@ class ReportStore:
     def next_due(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
-    def restore(self, report: protocol.DeliveryReport) -> None:
+    def restore(self, report: interconnect.DeliveryReport) -> None:
         """Hold a report an earlier run published and no router acknowledged; ``report``
         is its next publication (``resent`` already one more than the last)."""
         self._held[(report.carrier, report.id)] = _Held(report, _State.AGAIN)

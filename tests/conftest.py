@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import pytest
 import uvloop
 
-from router.infra.settings import InfraSettings
+from router.support.infra_settings import InfraSettings
 
 
 def pytest_asyncio_loop_factories(

@@ -1,7 +1,7 @@
 """The Grafana dashboard refers only to metrics that exist (DESIGN.md section 7).
 
 Every PromQL expression in ``deploy/grafana/supernet.json`` is checked against the names
-the worker (``router.metrics``) and the carrier simulator (``carriers.ledger``) really
+the worker (``router.engine.metrics``) and the carrier simulator (``carriers.ledger``) really
 expose, label matchers against their labels, and, when ``promtool`` is installed, the
 expressions are parsed by Prometheus itself (as recording rules, offline).
 """
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from carriers.ledger import Ledger, register_metrics
-from router.metrics import Metrics
+from router.engine.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "supernet.json"
 

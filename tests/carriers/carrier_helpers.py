@@ -10,7 +10,7 @@ import msgspec
 
 from carriers.host import CarrierHost
 from carriers.simulation import CarrierTruth
-from router.network_file import CarrierSpec
+from router.contracts.network_file import CarrierSpec
 
 
 def truth(carrier_id: str, **overrides: object) -> CarrierTruth:

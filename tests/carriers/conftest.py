@@ -11,8 +11,8 @@ import pytest
 
 from carriers import deck, generator, simulation
 from carriers.simulation import CarrierTruth, SimulationFile
-from router import network_file
-from router.network_file import NetworkFile
+from router.contracts import network_file
+from router.contracts.network_file import NetworkFile
 from tests.carriers.carrier_helpers import spec
 
 SEED = 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from carriers import deck, generator, network, numbering, simulation
-from router import network_file
+from router.contracts import network_file
 
 PRICE = re.compile(r"^\d+\.\d{1,6}$|^\d+$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -126,7 +126,7 @@ def test_ids_are_unique_and_topic_safe(generated: generator.Generated) -> None:
 
 
 def test_decks_import_with_the_router(network_dir: Path, generated: generator.Generated) -> None:
-    routing_deck = pytest.importorskip("router.routing.deck")
+    routing_deck = pytest.importorskip("router.core.deck")
     for c in generated.network.carriers[::100] + generated.network.carriers[-16:]:
         rates = routing_deck.load_deck(network_dir / c.deck)
         assert len(rates) == len(generated.decks[c.id])

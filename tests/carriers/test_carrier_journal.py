@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from carriers import journal as jr
-from carriers import network, protocol
+from carriers import network
 from carriers.host import CarrierHost
+from router.contracts import interconnect
 from tests.carriers.carrier_helpers import truth
 from tests.carriers.conftest import SmallNetwork
 
 
 def report(
-    n: int, carrier: str = "c1", status: protocol.ReportStatus = "delivered"
-) -> protocol.DeliveryReport:
-    return protocol.DeliveryReport(
+    n: int, carrier: str = "c1", status: interconnect.ReportStatus = "delivered"
+) -> interconnect.DeliveryReport:
+    return interconnect.DeliveryReport(
         id=f"m{n}", carrier=carrier, route="direct", status=status, ts=1_000 + n, price=0.01
     )
 
@@ -206,7 +207,7 @@ def test_host_restores_idempotency_and_reschedules_unacked_reports(
     finally:
         journal.close()
     again = endpoints["c1"].submit(
-        protocol.SubmitItem(id="m4", to="+447700900123", price=0.01), time.monotonic(), wall
+        interconnect.SubmitItem(id="m4", to="+447700900123", price=0.01), time.monotonic(), wall
     )
     assert again is not None
     assert (again.result.duplicate, again.result.price) == (True, 0.02)

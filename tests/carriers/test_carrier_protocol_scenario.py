@@ -5,38 +5,39 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from carriers import protocol, scenario
+from carriers import scenario
 from carriers.endpoint import Endpoint
 from carriers.ledger import CarrierLedger
+from router.contracts import interconnect
 from tests.carriers.carrier_helpers import spec, truth
 
 
 def test_batches_round_trip_as_msgpack() -> None:
-    batch = protocol.SubmitBatch(
+    batch = interconnect.SubmitBatch(
         carrier="gb-ee",
         reply_to="supernet/router/r1/results",
-        items=[protocol.SubmitItem(id="m1", to="+447700900123", account="AC1", segments=2)],
+        items=[interconnect.SubmitItem(id="m1", to="+447700900123", account="AC1", segments=2)],
     )
-    assert protocol.SUBMIT_BATCH.decode(protocol.SUBMIT_BATCH.encode(batch)) == batch
-    report = protocol.DeliveryReport(
+    assert interconnect.SUBMIT_BATCH.decode(interconnect.SUBMIT_BATCH.encode(batch)) == batch
+    report = interconnect.DeliveryReport(
         id="m1", carrier="gb-ee", route="direct", status="undelivered", ts=1, code=30003
     )
-    reports = protocol.DeliveryReportBatch("gb-ee", [report])
-    assert protocol.REPORT_BATCH.decode(protocol.REPORT_BATCH.encode(reports)) == reports
+    reports = interconnect.DeliveryReportBatch("gb-ee", [report])
+    assert interconnect.REPORT_BATCH.decode(interconnect.REPORT_BATCH.encode(reports)) == reports
     with pytest.raises(msgspec.DecodeError):
-        protocol.SUBMIT_BATCH.decode(b"\x93garbage")
+        interconnect.SUBMIT_BATCH.decode(b"\x93garbage")
 
 
 def test_topics() -> None:
-    assert protocol.submit_topic("gb-ee") == "supernet/carrier/gb-ee/submit"
-    assert protocol.carrier_of("supernet/carrier/gb-ee/dlr") == "gb-ee"
-    assert protocol.dlr_shared_subscription("routers") == (
+    assert interconnect.submit_topic("gb-ee") == "supernet/carrier/gb-ee/submit"
+    assert interconnect.carrier_of("supernet/carrier/gb-ee/dlr") == "gb-ee"
+    assert interconnect.dlr_shared_subscription("routers") == (
         "$share/routers/supernet/carriers/host/+/dlr"
     )
-    assert protocol.host_of("supernet/carriers/host/h1/dlr") == "h1"
-    assert protocol.decode_status(b"offline") == "offline"
+    assert interconnect.host_of("supernet/carriers/host/h1/dlr") == "h1"
+    assert interconnect.decode_status(b"offline") == "offline"
     with pytest.raises(ValueError, match="carrier topic"):
-        protocol.carrier_of("other/gb-ee/dlr")
+        interconnect.carrier_of("other/gb-ee/dlr")
 
 
 def test_example_scenario_parses_with_every_kind() -> None:
@@ -90,7 +91,7 @@ def test_steps_change_matching_endpoints_and_undo() -> None:
     assert [e.overrides.latency_factor for e in eps] == [4.0, 4.0, 1.0]
     price = scenario.Step(0, scenario.PriceChange(at=0, carriers="fr-a,gb-b", factor=2.0))
     scenario.apply(price, eps)
-    out = eps[2].submit(protocol.SubmitItem(id="x", to="+447700900123"), 0.0, 0)
+    out = eps[2].submit(interconnect.SubmitItem(id="x", to="+447700900123"), 0.0, 0)
     assert out is not None
     assert out.result.price == 0.02
     throttle = scenario.Step(0, scenario.Throttle(at=0, carriers="gb-a", mps=1.0))

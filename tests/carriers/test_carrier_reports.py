@@ -10,22 +10,22 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from prometheus_client import CollectorRegistry
 
-from carriers import protocol
 from carriers.host import Backoff, connection_lost
 from carriers.ledger import CarrierLedger, Ledger, register_metrics
 from carriers.reports import ReportStore
+from router.contracts import interconnect
 
 CARRIERS = ("c1", "c2")
 
 
-def report(n: int, carrier: str = "c1") -> protocol.DeliveryReport:
-    return protocol.DeliveryReport(
+def report(n: int, carrier: str = "c1") -> interconnect.DeliveryReport:
+    return interconnect.DeliveryReport(
         id=f"m{n}", carrier=carrier, route="direct", status="delivered", ts=1
     )
 
 
-def ack(n: int, carrier: str = "c1") -> protocol.ReportAck:
-    return protocol.ReportAck(id=f"m{n}", carrier=carrier)
+def ack(n: int, carrier: str = "c1") -> interconnect.ReportAck:
+    return interconnect.ReportAck(id=f"m{n}", carrier=carrier)
 
 
 def store(resend_s: float = 10.0, limit: int = 100) -> ReportStore:
@@ -122,7 +122,7 @@ def test_store_is_bounded_and_drops_the_oldest() -> None:
 
 def test_restored_report_is_held_and_its_publication_is_a_resend() -> None:
     s = store(resend_s=1.0)
-    r = protocol.DeliveryReport(
+    r = interconnect.DeliveryReport(
         id="m1", carrier="c2", route="direct", status="undelivered", ts=1, resent=3
     )
     s.restore(r)
@@ -144,7 +144,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.store = ReportStore(Ledger(CARRIERS), resend_s=1.0, limit=6)
         self.now = 0.0
         self.next_id = 0
-        self.queued: list[protocol.DeliveryReport] = []  # taken, PUBACK not back yet
+        self.queued: list[interconnect.DeliveryReport] = []  # taken, PUBACK not back yet
         self.acked: set[tuple[str, str]] = set()
 
     @rule(carrier=st.sampled_from(CARRIERS))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import phonenumbers
 
-from router import kafka, network_file, wire
+from router.contracts import network_file, wire
+from router.engine import kafka
 
 
 def mobile_numbers(network: Path, count: int, seed: int) -> list[str]:

@@ -36,8 +36,9 @@ from benchmarks.chaos import (
 )
 from carriers import generator
 from carriers.network import reduce_network
-from router import kafka, wire
-from router.infra.settings import InfraSettings
+from router.contracts import wire
+from router.engine import kafka
+from router.support.infra_settings import InfraSettings
 from tests.integration.harness import Proc, mobile_numbers, request_records, requests
 
 REGIONS = {"GB", "DE", "FR", "NL"}

@@ -18,9 +18,10 @@ import pytest
 
 from carriers import generator
 from carriers.network import reduce_network
-from router import kafka, wire
-from router.economics import compare
-from router.infra.settings import InfraSettings
+from router.contracts import wire
+from router.engine import kafka
+from router.support.infra_settings import InfraSettings
+from router.tools.economics import compare
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +177,7 @@ async def test_every_figure_of_the_summary_comes_from_the_receipts(
     assert busy_sent > 0
     assert outage["share_during"] < outage["share_before"]
 
-    # The baselines are router.economics's, the live row is this run's.
+    # The baselines are router.tools.economics's, the live row is this run's.
     expected = compare(network, ECONOMICS_COUNT, config["seed"], config["rate"])
     rows = {r["name"]: r for r in s["policies"]}
     for p in expected:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from router import kafka
-from router.load.mix import Mix
-from router.load.numbers import build_plan
-from router.load.pace import Pacer
-from router.load.run import LoadConfig, run_load
-from router.load.traffic import Traffic
-from router.wire import ENCODER, Receipt, SendRequest, Status, decode_request
-from tests.router.load.load_helpers import write_network
+from router.contracts.wire import ENCODER, Receipt, SendRequest, Status, decode_request
+from router.engine import kafka
+from router.tools.load.mix import Mix
+from router.tools.load.numbers import build_plan
+from router.tools.load.pace import Pacer
+from router.tools.load.run import LoadConfig, run_load
+from router.tools.load.traffic import Traffic
+from tests.router.tools.load.load_helpers import write_network
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ import pytest
 
 from carriers import generator
 from carriers.network import reduce_network
-from router import wire
-from router.infra.settings import InfraSettings
+from router.contracts import wire
+from router.support.infra_settings import InfraSettings
 from tests.integration.harness import (
     Proc,
     ledger_totals,

@@ -1,0 +1,199 @@
+"""`supernet fleet`: N workers as child processes, one consumer group.
+
+The supervisor restarts a worker that exits on its own (after a short backoff that
+grows only while the worker keeps failing quickly), passes SIGTERM and SIGINT on to
+every worker, and exits once they have drained: 0 if every worker drained cleanly.
+Each worker's stdout and stderr come back through pipes and are copied to the fleet's
+own, one whole line at a time, so that two workers' JSON lines are never glued together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, NamedTuple
+
+import structlog
+
+log = structlog.get_logger("router.engine.fleet")
+
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # waits before a restart, climbing per quick failure
+STABLE_S = 5.0  # a worker that ran this long resets its backoff
+USAGE_ERROR = 2  # the exit code of a worker whose settings are wrong
+# Signals a process raises against itself when it crashes: these count as its failures.
+# Any other signal (SIGKILL, SIGTERM, ...) came from outside and the worker comes back
+# after the first step: its partitions wait for it meanwhile.
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
+)
+RESTARTS_ENV = "SUPERNET_WORKER_RESTARTS"  # how often the fleet restarted this slot before
+WORKER_COMMAND = (sys.executable, "-m", "router", "worker")
+LINE_LIMIT = 1 << 20  # bytes; a longer line is forwarded in pieces of this size
+OUTPUT_GRACE_S = 2.0  # after a worker exits, how long its last lines may take to arrive
+
+
+class Backoff(NamedTuple):
+    delay_s: float  # wait this long before the restart
+    failures: int  # quick failures in a row, to pass in at the next exit
+
+
+def backoff(ran_s: float, exit_code: int, failures: int) -> Backoff:
+    """The wait before restarting a worker that exited with ``exit_code`` after ``ran_s``
+    seconds, ``failures`` quick failures in a row having come before."""
+    if ran_s >= STABLE_S:
+        return Backoff(BACKOFF_S[0], 0)
+    if exit_code < 0 and -exit_code not in CRASH_SIGNALS:  # killed from outside
+        return Backoff(BACKOFF_S[0], failures)
+    return Backoff(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)], failures + 1)
+
+
+async def forward_lines(reader: asyncio.StreamReader, out: IO[bytes], limit: int) -> None:
+    """Copy ``reader`` to ``out`` until end of file, one whole line per write.
+
+    A line longer than ``limit`` (at most the reader's) is cut into pieces of ``limit``
+    bytes, each written with a newline; an unterminated last line gets one too.
+    """
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:  # end of file
+            if e.partial:
+                _write(out, e.partial + b"\n")
+            return
+        except asyncio.LimitOverrunError as e:  # e.consumed > limit: the rest stays to read
+            line = await reader.readexactly(min(e.consumed, limit)) + b"\n"
+        _write(out, line)
+
+
+def _write(out: IO[bytes], line: bytes) -> None:
+    out.write(line)
+    out.flush()
+
+
+class Fleet:
+    def __init__(
+        self,
+        workers: int,
+        worker_args: Sequence[Sequence[str]],
+        stop_grace_s: float,
+        *,
+        command: Sequence[str] = WORKER_COMMAND,
+        stdout: IO[bytes] | None = None,
+        stderr: IO[bytes] | None = None,
+        line_limit: int = LINE_LIMIT,
+    ) -> None:
+        self.workers = workers
+        self.worker_args = worker_args  # per slot: the arguments after `command`
+        self.stop_grace_s = stop_grace_s
+        self.command = command  # the worker program (a seam for tests)
+        self.stdout = stdout if stdout is not None else sys.stdout.buffer
+        self.stderr = stderr if stderr is not None else sys.stderr.buffer
+        self.line_limit = line_limit
+        self.stop = asyncio.Event()
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts = [0] * workers  # per slot
+
+    async def _pipe(
+        self, owner: contextlib.AsyncExitStack, child_ends: contextlib.ExitStack
+    ) -> tuple[asyncio.StreamReader, int]:
+        """A pipe for one output of a child: a reader of it, closed with ``owner``, and the
+        descriptor the child writes to, closed with ``child_ends`` once the child has it."""
+        read_fd, write_fd = os.pipe()
+        child_ends.callback(os.close, write_fd)
+        read_end = os.fdopen(read_fd, "rb", buffering=0)
+        reader = asyncio.StreamReader(limit=self.line_limit)
+        try:
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), read_end
+            )
+        except BaseException:
+            read_end.close()
+            raise
+        owner.callback(transport.close)  # closes read_end too
+        return reader, write_fd
+
+    async def _run_once(self, i: int) -> tuple[int, int]:
+        """Run slot ``i``'s worker once, forwarding its output; its pid and exit code."""
+        async with contextlib.AsyncExitStack() as owner:
+            with contextlib.ExitStack() as child_ends:
+                out, out_fd = await self._pipe(owner, child_ends)
+                err, err_fd = await self._pipe(owner, child_ends)
+                proc = await asyncio.create_subprocess_exec(
+                    *self.command, *self.worker_args[i], stdout=out_fd, stderr=err_fd,
+                    env={**os.environ, RESTARTS_ENV: str(self.restarts[i])},
+                )  # fmt: skip
+            # The child holds the only write ends now: its exit is our end of file.
+            self.procs[i] = proc
+            log.info("worker started", slot=i, pid=proc.pid, restarts=self.restarts[i])
+            if self.stop.is_set():  # the stop came while it was starting: pass it on too
+                proc.send_signal(signal.SIGTERM)
+            async with asyncio.TaskGroup() as tg:
+                copies = [
+                    tg.create_task(forward_lines(out, self.stdout, self.line_limit)),
+                    tg.create_task(forward_lines(err, self.stderr, self.line_limit)),
+                ]
+                code = await proc.wait()
+                # A grandchild that inherited the pipes could keep them open for ever.
+                _, late = await asyncio.wait(copies, timeout=OUTPUT_GRACE_S)
+                for task in late:
+                    task.cancel()
+            return proc.pid, code
+
+    async def _supervise(self, i: int) -> int:
+        failures = 0
+        while True:
+            started = time.monotonic()
+            pid, code = await self._run_once(i)
+            if self.stop.is_set():
+                log.info("worker stopped", slot=i, pid=pid, exit_code=code)
+                return code
+            if code == USAGE_ERROR:  # bad settings: a restart would fail the same way
+                log.error("worker rejected its settings; stopping the fleet", slot=i, pid=pid)
+                self.stop.set()
+                return code
+            ran_s = time.monotonic() - started
+            delay, failures = backoff(ran_s, code, failures)
+            self.restarts[i] += 1
+            log.error("worker exited; restarting", slot=i, pid=pid, exit_code=code,
+                      ran_s=round(ran_s, 1), restart_in_s=delay,
+                      restarts=self.restarts[i])  # fmt: skip
+            try:
+                async with asyncio.timeout(delay):
+                    await self.stop.wait()
+                return code  # told to stop while waiting to restart
+            except TimeoutError:
+                pass
+
+    async def _forward_stop(self) -> None:
+        await self.stop.wait()
+        for i, proc in self.procs.items():
+            if proc.returncode is None:
+                log.info("passing SIGTERM on", slot=i, pid=proc.pid)
+                proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(self.stop_grace_s)
+        for i, proc in self.procs.items():  # past the grace period: do not hang forever
+            if proc.returncode is None:
+                log.error("worker did not stop in time; killing it", slot=i, pid=proc.pid)
+                proc.kill()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                forward = tg.create_task(self._forward_stop())
+                codes = await asyncio.gather(*(self._supervise(i) for i in range(self.workers)))
+                forward.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        bad = [c for c in codes if c != 0]
+        log.info("fleet stopped", workers=self.workers, restarts=sum(self.restarts),
+                 unclean=len(bad))  # fmt: skip
+        return 0 if not bad else 1

@@ -1,0 +1,505 @@
+"""The carriers survive faults like a real carrier, against a real Mosquitto: reports
+re-sent until acknowledged, the journal across a SIGKILL, reconnection to a broker that
+was killed and started again (a private Mosquitto, never the shared one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import structlog
+
+from carriers import journal as jr
+from carriers import network
+from carriers.host import CarrierHost
+from router.contracts import interconnect
+from router.support.infra_settings import InfraSettings
+from router.tools.infra.brokers import Mosquitto
+from tests.carriers.carrier_helpers import serving, truth
+from tests.carriers.conftest import SmallNetwork
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 30.0  # generous: only for waiting, never asserted
+RESEND_S = 0.4
+
+
+@asynccontextmanager
+async def running(
+    directory: Path,
+    host: str,
+    port: int,
+    host_id: str,
+    *,
+    report_resend_s: float = RESEND_S,
+    max_unacked_reports: int = 500_000,
+    journal: jr.Journal | None = None,
+) -> AsyncIterator[CarrierHost]:
+    endpoints, ledger = network.load_endpoints(directory, now=time.monotonic())
+    carrier_host = CarrierHost(
+        endpoints,
+        ledger,
+        mqtt_host=host,
+        mqtt_port=port,
+        host_id=host_id,
+        report_resend_s=report_resend_s,
+        max_unacked_reports=max_unacked_reports,
+        journal=journal,
+    )
+    async with serving(carrier_host, WAIT_S) as served:
+        yield served
+
+
+@dataclass
+class Inbox:
+    """What one test client received: results, reports (with arrival times), the
+    statuses and directory it saw, and which of them came retained."""
+
+    client: aiomqtt.Client
+    results: list[interconnect.SubmitResult] = field(default_factory=list)
+    reports: list[tuple[float, interconnect.DeliveryReport]] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)  # topic -> last status
+    directory: interconnect.HostDirectory | None = None
+    retained: set[str] = field(default_factory=set)  # topics whose message came retained
+
+    async def until(self, done: Callable[[Inbox], bool]) -> None:
+        if done(self):
+            return
+        async with asyncio.timeout(WAIT_S):
+            async for m in self.client.messages:
+                self._add(m)
+                if done(self):
+                    return
+
+    def _add(self, m: aiomqtt.Message) -> None:
+        topic = m.topic.value
+        assert isinstance(m.payload, bytes)
+        if m.retain:
+            self.retained.add(topic)
+        if topic.endswith("/dlr"):
+            now = time.monotonic()
+            self.reports += [(now, r) for r in interconnect.REPORT_BATCH.decode(m.payload).reports]
+        elif topic.endswith("/carriers"):
+            self.directory = interconnect.DIRECTORY.decode(m.payload) if m.payload else None
+        elif topic.endswith("/status"):
+            self.statuses[topic] = interconnect.decode_status(m.payload)
+        else:
+            self.results += interconnect.RESULT_BATCH.decode(m.payload).results
+
+    def report_ids(self, resent: int | None = None) -> set[str]:
+        return {r.id for _, r in self.reports if resent is None or r.resent == resent}
+
+    def result(self, message_id: str) -> interconnect.SubmitResult:
+        return next(r for r in reversed(self.results) if r.id == message_id)
+
+
+@asynccontextmanager
+async def inbox(host: str, port: int, *topics: str) -> AsyncIterator[Inbox]:
+    async with aiomqtt.Client(host, port) as c:
+        for topic in topics:
+            await c.subscribe(topic, qos=1)
+        yield Inbox(c)
+
+
+def items(ids: list[int], carrier: str = "") -> list[interconnect.SubmitItem]:
+    return [
+        interconnect.SubmitItem(
+            id=f"m{i}", to="+447700900123", carrier=carrier, account="AC1", price=0.01
+        )
+        for i in ids
+    ]
+
+
+async def submit(
+    c: aiomqtt.Client, host_id: str, reply_to: str, batch: list[interconnect.SubmitItem]
+) -> None:
+    payload = interconnect.SUBMIT_BATCH.encode(interconnect.SubmitBatch("", reply_to, batch))
+    await c.publish(interconnect.host_submit_topic(host_id), payload, qos=1)
+
+
+async def ack(c: aiomqtt.Client, host_id: str, carrier: str, ids: list[int]) -> None:
+    acks = [interconnect.ReportAck(f"m{i}", carrier) for i in ids]
+    payload = interconnect.REPORT_ACK_BATCH.encode(interconnect.ReportAckBatch("test", acks))
+    await c.publish(interconnect.host_dlr_ack_topic(host_id), payload, qos=1)
+
+
+def answered(*ids: int | str, since: int = 0) -> Callable[[Inbox], bool]:
+    """True once results for these ids came (``since``: counting from that result on)."""
+    want = {i if isinstance(i, str) else f"m{i}" for i in ids}
+    return lambda box: want <= {r.id for r in box.results[since:]}
+
+
+async def sync(box: Inbox, host_id: str, carrier: str, reply: str, marker: str) -> None:
+    """Wait until the host has handled everything this client sent before: a submit it
+    rejects (no route), sent after them on the same connection, is answered."""
+    batch = [interconnect.SubmitItem(id=marker, to="+33612345678", carrier=carrier)]
+    await submit(box.client, host_id, reply, batch)
+    await box.until(answered(marker))
+
+
+def balanced(host: CarrierHost, carrier: str) -> bool:
+    c = host.ledger[carrier]
+    return (
+        c.accepted + c.reports_restored == c.reports_sent + c.reports_lost + c.reports_pending
+        and c.reports_unacked
+        == c.reports_sent + c.reports_restored_unacked - c.reports_acked - c.reports_dropped
+    )
+
+
+# ---- acknowledged reports ---------------------------------------------------------------
+
+
+async def test_unacked_report_is_resent_until_acked(
+    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
+) -> None:
+    cid, host_id = f"{uid}-a", f"test-{uid}"
+    directory = small_network([truth(cid)])
+    reply = f"test/{uid}/results"
+    async with (
+        running(directory, mqtt_host, mqtt_port, host_id) as host,
+        inbox(mqtt_host, mqtt_port, reply, interconnect.host_dlr_topic(host_id)) as box,
+    ):
+        submitted = time.monotonic()
+        await submit(box.client, host_id, reply, items([0, 1, 2, 3], cid))
+        await box.until(lambda b: len(b.report_ids(0)) == 4)
+        await ack(box.client, host_id, cid, [0, 1])
+        await box.until(lambda b: b.report_ids(1) >= {"m2", "m3"})
+        resent_at = min(t for t, r in box.reports if r.resent == 1)
+        assert resent_at - submitted >= RESEND_S
+        await ack(box.client, host_id, cid, [2, 3])
+        await submit(box.client, host_id, reply, items([4], cid))  # after the acks, in order
+        await box.until(answered(4))
+        after_acks = len(box.reports)
+        # m4 is re-sent twice; m2 and m3, acked before m4 was even sent, would have come
+        # again before m4's second re-send
+        await box.until(lambda b: "m4" in b.report_ids(2))
+    late = {r.id for _, r in box.reports[after_acks:]}
+    assert late == {"m4"}
+    assert not {"m0", "m1"} & box.report_ids(1)
+    assert sorted((r.id, r.resent) for _, r in box.reports if r.id != "m4") == [
+        ("m0", 0),
+        ("m1", 0),
+        ("m2", 0),
+        ("m2", 1),
+        ("m3", 0),
+        ("m3", 1),
+    ]
+    led = host.ledger[cid]
+    assert (led.reports_sent, led.reports_acked, led.reports_unacked) == (5, 4, 1)
+    assert led.reports_resent >= 4
+    assert balanced(host, cid)
+
+
+async def test_store_bound_drops_the_oldest_and_bad_acks_are_not_fatal(
+    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
+) -> None:
+    cid, host_id = f"{uid}-b", f"test-{uid}"
+    directory = small_network([truth(cid)])
+    reply = f"test/{uid}/results"
+    async with (
+        running(directory, mqtt_host, mqtt_port, host_id, max_unacked_reports=2) as host,
+        inbox(mqtt_host, mqtt_port, reply, interconnect.host_dlr_topic(host_id)) as box,
+    ):
+        ack_topic = interconnect.host_dlr_ack_topic(host_id)
+        await box.client.publish(ack_topic, b"\xc1 not msgpack", qos=1)
+        await box.client.publish(ack_topic, b"", qos=1)
+        await ack(box.client, host_id, cid, [99])  # a report it never sent
+        await submit(box.client, host_id, reply, items([0, 1, 2, 3, 4], cid))
+        await box.until(lambda b: len(b.report_ids(0)) == 5)
+        await box.until(lambda b: len(b.report_ids(2)) == 2)
+    # the two published last are held and re-sent; the three before them were given up
+    newest = [r.id for _, r in box.reports if r.resent == 0][-2:]
+    assert box.report_ids(1) == box.report_ids(2) == set(newest)
+    led = host.ledger[cid]
+    assert (led.reports_sent, led.reports_dropped, led.reports_unacked) == (5, 3, 2)
+    assert led.reports_acked == 0
+    assert balanced(host, cid)
+
+
+async def test_offline_carrier_holds_its_resends(
+    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
+) -> None:
+    cid, host_id = f"{uid}-o", f"test-{uid}"
+    directory = small_network([truth(cid)])
+    reply = f"test/{uid}/results"
+    async with (
+        running(directory, mqtt_host, mqtt_port, host_id) as host,
+        inbox(mqtt_host, mqtt_port, reply, interconnect.host_dlr_topic(host_id)) as box,
+    ):
+        await submit(box.client, host_id, reply, items([0], cid))
+        await box.until(lambda b: "m0" in b.report_ids(0))
+        host.endpoints[cid].overrides.offline = True
+        host.status_changed(cid)
+        offline_at = time.monotonic()
+        # an outage that outlasts several resend clocks: nothing may come meanwhile
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3 * RESEND_S):
+                await box.until(lambda b: len(b.reports) > 1)
+        assert [(r.id, r.resent) for _, r in box.reports] == [("m0", 0)]
+        host.endpoints[cid].overrides.offline = False
+        host.status_changed(cid)
+        await box.until(lambda b: "m0" in b.report_ids(1))
+    assert min(t for t, r in box.reports if r.resent == 1) - offline_at >= 3 * RESEND_S
+
+
+# ---- the journal ------------------------------------------------------------------------
+
+
+async def test_host_publishes_what_its_journal_held(
+    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int, tmp_path: Path
+) -> None:
+    """Unacked reports go again at once (resent + 1), the unpublished one at its due time;
+    acked and lost ones never."""
+    cid, host_id = f"{uid}-r", f"test-{uid}"
+    directory = small_network([truth(cid)])
+    wall = time.time_ns() // 1_000_000
+    due_ms = wall + 1_500
+
+    def item(n: int, due: int = wall, lost: bool = False) -> jr.AcceptedItem:
+        report = interconnect.DeliveryReport(
+            id=f"m{n}", carrier=cid, route="direct", status="delivered", ts=due, price=0.01
+        )
+        return jr.AcceptedItem(cid, f"m{n}", 0.01, wall, None if lost else report, due)
+
+    records: list[jr.Record] = [
+        jr.Opened(host_id, 1, wall),
+        jr.Accepted([item(1), item(2), item(3, lost=True), item(4, due_ms)]),
+        jr.Published([jr.PublishedItem(cid, "m1", "delivered", 0)]),
+        jr.Published([jr.PublishedItem(cid, "m2", "delivered", 1)]),
+        jr.Acked([(cid, "m1")]),
+    ]
+    path = tmp_path / "j"
+    path.write_bytes(b"".join(jr.encode(r) for r in records))
+    journal = jr.Journal.open(path)
+    try:
+        async with (
+            inbox(mqtt_host, mqtt_port, interconnect.host_dlr_topic(host_id)) as box,
+            running(
+                directory, mqtt_host, mqtt_port, host_id, journal=journal, report_resend_s=30.0
+            ),
+        ):
+            await box.until(lambda b: "m4" in b.report_ids())
+            arrived_ms = time.time_ns() // 1_000_000
+    finally:
+        journal.close()
+    assert [(r.id, r.resent) for _, r in box.reports] == [("m2", 2), ("m4", 0)]
+    assert arrived_ms >= due_ms
+    found = jr.read(path)
+    assert found.damaged_bytes == 0
+    assert jr.replay(found.records).published[(cid, "m2")].resent == 2
+
+
+async def test_journal_survives_sigkill_and_restart(
+    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int, tmp_path: Path
+) -> None:
+    cid, host_id = f"{uid}-j", f"test-{uid}"
+    directory = small_network([truth(cid)])
+    journal = tmp_path / "carriers.journal"
+    ledger_path = tmp_path / "ledger.json"
+    reply = f"test/{uid}/results"
+    base = [
+        sys.executable, "-m", "router", "carriers", "--network", str(directory),
+        "--mqtt-host", mqtt_host, "--mqtt-port", str(mqtt_port), "--journal", str(journal),
+        "--ledger", str(ledger_path),
+    ]  # fmt: skip
+    topics = (reply, interconnect.host_dlr_topic(host_id), interconnect.directory_topic(host_id))
+    first = await asyncio.create_subprocess_exec(
+        *base, "--host-id", host_id, "--report-resend-s", "60",
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    second = None
+    try:
+        async with inbox(mqtt_host, mqtt_port, *topics) as box:
+            await box.until(lambda b: b.directory is not None)  # subscribed and announced
+            await submit(box.client, host_id, reply, items([0, 1, 2, 3, 4], cid))
+            await box.until(lambda b: len(b.report_ids(0)) == 5)
+            await ack(box.client, host_id, cid, [0, 1])
+            await sync(box, host_id, cid, reply, "x1")  # acked, and the publishes journalled
+            first.send_signal(signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+            assert not ledger_path.exists()
+            before, mark = len(box.reports), len(box.results)
+
+            # Started again on the same journal, without --host-id: it keeps its name.
+            second = await asyncio.create_subprocess_exec(
+                *base, "--report-resend-s", "1", stderr=asyncio.subprocess.DEVNULL
+            )
+            await box.until(lambda b: b.report_ids(1) >= {"m2", "m3", "m4"})
+            await submit(box.client, host_id, reply, items([0, 2, 5, 6], cid))
+            await box.until(
+                lambda b: answered(0, 2, 5, 6, since=mark)(b) and b.report_ids(0) >= {"m5", "m6"}
+            )
+            await ack(box.client, host_id, cid, [2, 3, 4, 5])
+            await sync(box, host_id, cid, reply, "x2")
+            after_acks = len(box.reports)
+            # m6 (not acked) is re-sent a second after its first publication; the others,
+            # had the acks not stopped them, would have come again before
+            await box.until(lambda b: "m6" in b.report_ids(1))
+            second.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(WAIT_S):
+                code = await second.wait()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0
+    # a repeat after the restart is a duplicate, billed as the first time
+    for i in (0, 2):
+        assert (box.result(f"m{i}").duplicate, box.result(f"m{i}").price) == (True, 0.01)
+    assert not box.result("m5").duplicate
+    restarted = [r for _, r in box.reports[before:]]
+    assert {r.id for r in restarted if r.resent == 1} >= {"m2", "m3", "m4"}
+    assert not {"m0", "m1"} & {r.id for r in restarted}  # acked before the kill
+    assert {r.id for _, r in box.reports[after_acks:]} == {"m6"}
+
+    led = json.loads(ledger_path.read_text())["carriers"][cid]
+    assert (led["accepted"], led["repeats"], led["reports_restored_unacked"]) == (2, 2, 3)
+    assert (led["reports_acked"], led["reports_unacked"]) == (4, 1)
+
+    truth_ = jr.ground_truth([journal])
+    assert truth_.accepted == {f"m{i}": frozenset({cid}) for i in range(7)}
+    assert truth_.reports_acked == frozenset((cid, f"m{i}") for i in range(6))
+    assert set(truth_.reports_published) == {(cid, f"m{i}") for i in range(7)}
+    assert truth_.repeats == 2
+    assert truth_.starts == 2
+    assert truth_.accepted_twice == frozenset()
+
+
+# ---- reconnection -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class OwnMosquitto:
+    """A Mosquitto of this test's own (config rendered as `supernet infra` does), which
+    the test may kill: never the shared broker."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.settings = InfraSettings(host="127.0.0.1", mqtt_port=free_port(), state_dir=state_dir)
+        self.broker = Mosquitto(self.settings)
+        self.broker.prepare()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def port(self) -> int:
+        return self.settings.mqtt_port
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.broker.argv(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                try:
+                    async with aiomqtt.Client("127.0.0.1", self.port, timeout=1.0):
+                        return
+                except aiomqtt.MqttError:
+                    await asyncio.sleep(0.02)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, publishes get no PUBACK."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def own_mosquitto(tmp_path: Path) -> AsyncIterator[OwnMosquitto]:
+    broker = OwnMosquitto(tmp_path / "mosquitto-state")
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.kill()
+
+
+async def test_host_reconnects_to_a_restarted_broker(
+    small_network: SmallNetwork, uid: str, own_mosquitto: OwnMosquitto
+) -> None:
+    cids = [f"{uid}-c1", f"{uid}-c2"]
+    directory = small_network([truth(cids[0]), truth(cids[1], report_delay_ms=800.0)])
+    host_id = f"test-{uid}"
+    reply = f"test/{uid}/results"
+    port = own_mosquitto.port
+    with structlog.testing.capture_logs() as logs:
+        async with running(directory, "127.0.0.1", port, host_id) as host:
+            async with inbox("127.0.0.1", port, reply, interconnect.host_dlr_topic(host_id)) as box:
+                await submit(
+                    box.client, host_id, reply, [*items([0], cids[0]), *items([1], cids[1])]
+                )
+                await box.until(lambda b: answered(0, 1)(b) and "m0" in b.report_ids())
+                await ack(box.client, host_id, cids[0], [0])
+                await submit(box.client, host_id, reply, items([9], cids[0]))  # after the ack
+                await box.until(answered(9))
+            price = box.result("m0").price
+            # c2's report falls due while the broker is frozen: its publish is cut off
+            # when the broker dies, waiting for a PUBACK, and must go out again later
+            own_mosquitto.freeze()
+            await asyncio.sleep(1.2)
+            await own_mosquitto.kill()  # retained state goes with it (no persistence)
+            await asyncio.sleep(0.5)
+            assert host.ledger[cids[1]].reports_sent == 0
+            await own_mosquitto.start()
+
+            statuses = [interconnect.status_topic(c) for c in cids]
+            retained = [
+                interconnect.directory_topic(host_id),
+                interconnect.host_status_topic(host_id),
+            ]
+            topics = (*statuses, *retained, reply, interconnect.host_dlr_topic(host_id))
+            async with inbox("127.0.0.1", port, *topics) as box:
+                # the report held during the outage goes out (if this subscriber came
+                # too late for its first publication, its re-send comes)
+                await box.until(
+                    lambda b: (
+                        "m1" in b.report_ids()
+                        and b.directory is not None
+                        and all(b.statuses.get(t) == "online" for t in [*statuses, retained[1]])
+                    )
+                )
+                assert box.directory is not None
+                assert set(box.directory.carriers) == set(cids)
+                await submit(box.client, host_id, reply, items([0, 2], cids[0]))
+                await box.until(answered(0, 2))
+            assert box.result("m0").duplicate  # accepted before the outage
+            assert box.result("m0").price == price
+            assert not box.result("m2").duplicate
+            assert host.ledger[cids[1]].reports_sent == 1
+            # what was published again is retained: a fresh subscriber gets it at once
+            async with inbox("127.0.0.1", port, *statuses, *retained) as fresh:
+                await fresh.until(lambda b: len(b.retained) == 4)
+            assert fresh.directory is not None
+            assert set(fresh.directory.carriers) == set(cids)
+            assert set(fresh.statuses.values()) == {"online"}
+    events = [e["event"] for e in logs]
+    lost = [e for e in logs if e["event"].startswith("presence connections lost")]
+    restored = [e for e in logs if e["event"] == "presence restored"]
+    assert [e["connections"] for e in lost] == [2]
+    assert [e["connections"] for e in restored] == [2]
+    assert sum(e.startswith("broker connection lost") for e in events) == 1
+    assert events.count("broker connection restored") == 1
+    assert host.ledger[cids[0]].repeats == 1
+    assert all(balanced(host, c) for c in cids)

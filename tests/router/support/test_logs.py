@@ -1,0 +1,185 @@
+"""RepeatFilter: a warning that repeats is logged once per interval, with a count."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from typing import Any
+
+import structlog
+from structlog.testing import LogCapture
+from structlog.typing import EventDict
+
+from router.support.logs import MAX_WINDOWS, RepeatFilter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def emit(f: RepeatFilter, method: str, event: str, **kw: Any) -> EventDict | None:
+    """What the filter passes on (None: dropped)."""
+    try:
+        return f(None, method, {"event": event, **kw})
+    except structlog.DropEvent:
+        return None
+
+
+def test_repeats_within_the_interval_are_dropped_and_counted_on_the_next_line() -> None:
+    clock = Clock()
+    f = RepeatFilter(10.0, clock)
+    assert emit(f, "warning", "carrier offline", carrier="a") == {
+        "event": "carrier offline",
+        "carrier": "a",
+    }
+    for t in (1.0, 5.0, 9.9):
+        clock.now = t
+        assert emit(f, "warning", "carrier offline", carrier="b") is None
+    clock.now = 12.5
+    assert emit(f, "warning", "carrier offline", carrier="c") == {
+        "event": "carrier offline (repeated 3 times in the last 12 s)",
+        "repeated": 3,
+        "carrier": "c",  # the line shown is this occurrence
+    }
+    clock.now = 13.0  # the summary opened the next interval
+    assert emit(f, "warning", "carrier offline") is None
+    clock.now = 22.5
+    line = emit(f, "warning", "carrier offline")
+    assert line is not None
+    assert line["event"] == "carrier offline (repeated 1 time in the last 10 s)"
+    assert line["repeated"] == 1
+
+
+def test_an_occurrence_after_a_quiet_interval_passes_unchanged() -> None:
+    clock = Clock()
+    f = RepeatFilter(10.0, clock)
+    assert emit(f, "error", "commit failed") is not None
+    clock.now = 10.0
+    assert emit(f, "error", "commit failed") == {"event": "commit failed"}
+
+
+def test_info_and_debug_pass_every_time() -> None:
+    f = RepeatFilter(10.0, Clock())
+    for _ in range(3):
+        assert emit(f, "info", "tick", n=1) == {"event": "tick", "n": 1}
+        assert emit(f, "debug", "tock") == {"event": "tock"}
+
+
+def test_each_event_and_level_has_its_own_count() -> None:
+    clock = Clock()
+    f = RepeatFilter(10.0, clock)
+    assert emit(f, "warning", "a") is not None
+    assert emit(f, "error", "a") is not None  # same event, other level
+    assert emit(f, "warning", "b") is not None  # other event
+    assert emit(f, "warn", "a") is None  # warn is warning
+    assert emit(f, "exception", "a") is None  # exception is error
+    assert emit(f, "critical", "a") is not None
+    assert emit(f, "fatal", "a") is None  # fatal is critical
+    clock.now = 10.0
+    warning, error, other = emit(f, "warning", "a"), emit(f, "error", "a"), emit(f, "warning", "b")
+    assert warning is not None
+    assert warning["repeated"] == 1
+    assert error is not None
+    assert error["repeated"] == 1
+    assert other == {"event": "b"}
+
+
+def logger(f: RepeatFilter, capture: LogCapture) -> Any:
+    return structlog.wrap_logger(
+        None,
+        processors=[f, capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
+
+
+def test_flush_logs_the_open_counts_at_their_level_and_forgets_them() -> None:
+    clock = Clock()
+    f = RepeatFilter(10.0, clock)
+    capture = LogCapture()
+    log = logger(f, capture)
+    for _ in range(4):
+        log.warning("broker unreachable", broker="k1")
+    log.error("receipt refused")
+    log.error("receipt refused")
+    log.error("lonely")  # nothing suppressed: nothing to summarise
+    clock.now = 2.5
+    f.flush(log)
+    assert capture.entries[-2:] == [
+        {
+            "event": "broker unreachable (repeated 3 times in the last 2.5 s)",
+            "repeated": 3,
+            "log_level": "warning",
+        },
+        {
+            "event": "receipt refused (repeated 1 time in the last 2.5 s)",
+            "repeated": 1,
+            "log_level": "error",
+        },
+    ]
+    assert len(capture.entries) == 5
+    f.flush(log)  # nothing open any more
+    assert len(capture.entries) == 5
+    clock.now = 3.0
+    log.warning("broker unreachable")  # flushed: a first occurrence again
+    assert capture.entries[-1] == {"event": "broker unreachable", "log_level": "warning"}
+
+
+def test_forgetting_idle_events_keeps_the_counts_still_open() -> None:
+    clock = Clock()
+    f = RepeatFilter(10.0, clock)
+    assert emit(f, "warning", "x") is not None
+    assert emit(f, "warning", "x") is None
+    for n in range(MAX_WINDOWS):
+        assert emit(f, "warning", f"event {n}") is not None
+    clock.now = 11.0
+    assert emit(f, "warning", "one more") is not None  # past the limit: idle ones go
+    assert emit(f, "warning", "event 0") == {"event": "event 0"}
+    line = emit(f, "warning", "x")
+    assert line is not None
+    assert line["repeated"] == 1
+
+
+SCRIPT = """
+import sys
+import structlog
+from router.support import logs
+
+logs.configure("json", "info", **eval(sys.argv[1]))
+log = structlog.get_logger("t")
+for n in range(5):
+    log.warning("broker unreachable", n=n)
+for _ in range(3):
+    log.info("tick")
+logs.flush()
+"""
+
+
+def run_logging(configure_kw: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, configure_kw], capture_output=True, check=True, timeout=60
+    )
+    return [json.loads(line) for line in done.stderr.decode().splitlines()]
+
+
+def test_configure_summarises_repeats_by_default() -> None:
+    lines = run_logging("{}")
+    events = [(line["event"], line.get("n"), line.get("repeated")) for line in lines]
+    assert events[:4] == [("broker unreachable", 0, None)] + [("tick", None, None)] * 3
+    assert len(events) == 5
+    assert events[4][0].startswith("broker unreachable (repeated 4 times in the last ")
+    assert events[4][2] == 4
+    assert lines[4]["level"] == "warning"
+    assert "timestamp" in lines[4]
+
+
+def test_configure_without_an_interval_logs_every_repeat() -> None:
+    lines = run_logging("{'repeat_interval_s': None}")
+    warnings = [line["n"] for line in lines if line["event"] == "broker unreachable"]
+    assert warnings == [0, 1, 2, 3, 4]
+    assert not any("repeated" in line for line in lines)
