@@ -29,7 +29,7 @@ receipts by (id, status)), duplicate receipts (same (id, status) again), worker
 restarts (the fleet's "worker exited; restarting"), seconds of the load window without
 any outcome, recovery (seconds from the fault's end until outcomes per second are back
 to half the pre-fault median, two seconds in a row) and requests produced after recovery
-that failed with 30006, 30008 or 30001. The baseline is the same run before its fault.
+that failed with 39001, 30008 or 30001. The baseline is the same run before its fault.
 
     .venv/bin/python benchmarks/chaos.py --quick                   # ~20 s per scenario
     .venv/bin/python benchmarks/chaos.py                           # 120 s per scenario
@@ -60,6 +60,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from router.contracts.codes import Code
 
 if not __package__:  # run as a script: make `benchmarks._harness` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -95,7 +97,11 @@ SCENARIOS = (
     "worker-kill", "kafka-restart", "mosquitto-restart", "carriers-restart", "hostile", "repeats",
 )  # fmt: skip
 BROKER_OF = {"kafka-restart": "kafka", "mosquitto-restart": "mosquitto"}
-PERMANENT = (30006, 30008, 30001)  # codes that must not outlast a fault
+PERMANENT = (
+    Code.CARRIERS_UNAVAILABLE,
+    Code.UNKNOWN_ERROR,
+    Code.QUEUE_OVERFLOW,
+)  # codes that must not outlast a fault
 RESTARTING = "worker exited; restarting"  # the fleet's line for every restart
 
 # -- the hostile mix: kinds of bad input and what each must become -------------------------
@@ -623,7 +629,7 @@ class Figures:
     deaths: int  # restarts this run did not cause by killing a worker
     zero_outcome_s: int
     recovery_s: float | None
-    # requests produced after recovery that failed 30001/30006/30008, by code (None: no
+    # requests produced after recovery that failed 30001/30008/39001, by code (None: no
     # fault), and per 1,000 requests before the fault and after recovery (the baseline)
     permanent_after_recovery: dict[str, int] | None
     permanent_per_1k: tuple[float | None, float | None] = (None, None)
@@ -1165,7 +1171,7 @@ def verdicts(result: dict[str, Any], args: argparse.Namespace) -> dict[str, bool
 def render(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> Table:
     t = Table(
         title=f"chaos: {args.duration:g} s per scenario at {args.rate:g} requests/s "
-        f"({args.workers} workers); 3000x: failed 30001/30006/30008 per 1,000 requests "
+        f"({args.workers} workers); 3000x: failed 30001/30008/39001 per 1,000 requests "
         "produced before the fault > after recovery"
     )
     t.add_column("scenario", no_wrap=True)

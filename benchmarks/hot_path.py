@@ -47,7 +47,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from router.core import errors
+from router.contracts.codes import Code
 from router.core.decision import Router
 from router.core.e164 import CountryData, load_country_data
 from router.core.health import Health
@@ -191,7 +191,7 @@ def destination_and_segments(to: str, body: str) -> tuple[str, int] | int:
     """The shared front of the baselines: same checks as the router's fast path."""
     d = to[1:]
     if not (d.isdigit() and d.isascii() and to[0] == "+" and 7 <= len(d) <= 15):
-        return errors.INVALID_DESTINATION
+        return Code.INVALID_DESTINATION
     nb = len(body)
     if body.isascii() and 0 < nb <= 1600 and not body.encode().translate(None, ASCII_BASIC):
         return d, (1 if nb <= 160 else -(-nb // PART_GSM7))
@@ -220,7 +220,7 @@ class Naive:
         d, segs = front
         country = self.countries.country_of(d)
         if country is None or len(d) not in self.countries.valid_lengths(country):
-            return errors.INVALID_DESTINATION
+            return Code.INVALID_DESTINATION
         seen: dict[str, float] = {}
         for n in range(len(d), 0, -1):
             for cid, price in self.index.get(d[:n], ()):
@@ -238,7 +238,7 @@ class Naive:
                 interval, tau = self.params[cid]
                 if self.throttle.take(cid, interval, tau, now):
                     return cid
-        return errors.NO_ROUTE
+        return Code.NO_ROUTE
 
 
 class Sql:
@@ -278,7 +278,7 @@ class Sql:
             interval, tau = self.params[cid]
             if self.throttle.take(cid, interval, tau, now):
                 return cid
-        return errors.NO_ROUTE
+        return Code.NO_ROUTE
 
 
 # -- measurement ------------------------------------------------------------------------

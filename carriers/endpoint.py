@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from carriers.ledger import CarrierLedger
 from carriers.simulation import CarrierTruth
 from router.contracts import interconnect
+from router.contracts.codes import Code
 from router.contracts.network_file import CarrierSpec
 
 # How undelivered messages fail (weights), CPaaS codes.
 UNDELIVERED_CODES = (
-    interconnect.UNREACHABLE_HANDSET,
-    interconnect.UNKNOWN_HANDSET,
-    interconnect.LANDLINE_OR_UNREACHABLE_CARRIER,
-    interconnect.FILTERED,
+    Code.UNREACHABLE_HANDSET,
+    Code.UNKNOWN_HANDSET,
+    Code.LANDLINE_OR_UNREACHABLE_CARRIER,
+    Code.FILTERED,
 )
 UNDELIVERED_WEIGHTS = (0.45, 0.25, 0.18, 0.12)
 SUBMIT_LATENCY_SIGMA = 0.3
@@ -178,14 +179,14 @@ class Endpoint:
         to = item.to
         digits = to[1:]
         if not (to.startswith("+") and 6 <= len(digits) <= 15 and digits.isdigit()):
-            return self._reject(item, interconnect.INVALID_DESTINATION, result_at)
+            return self._reject(item, Code.INVALID_DESTINATION, result_at)
         price = self.price_for(digits)
         if price is None:
-            return self._reject(item, interconnect.UNKNOWN_DESTINATION, result_at)
+            return self._reject(item, Code.NO_ROUTE, result_at)
         if not self.bucket.take(now):
-            return self._reject(item, interconnect.THROTTLED, result_at)
+            return self._reject(item, Code.QUEUE_OVERFLOW, result_at)
         if rng.random() < self.truth.submit_failure_rate:
-            return self._reject(item, interconnect.UNKNOWN_ERROR, result_at)
+            return self._reject(item, Code.UNKNOWN_ERROR, result_at)
 
         billed = round(price * o.price_factor, 6)
         self._remember(item.id, billed, result_at)

@@ -117,6 +117,8 @@ from typing import Final, Generic, Literal, TypeVar
 
 import msgspec
 
+from router.contracts.codes import Code
+
 TOPIC_ROOT: Final = "supernet/carrier"
 HOST_TOPIC_ROOT: Final = "supernet/carriers/host"
 STATUS_ALL: Final = f"{TOPIC_ROOT}/+/status"
@@ -135,33 +137,12 @@ OFFLINE: Final = b"offline"
 Route = Literal["direct", "aggregator"]
 ReportStatus = Literal["delivered", "undelivered"]
 
-# Submit rejections
-INVALID_DESTINATION: Final = 21211
-UNKNOWN_DESTINATION: Final = 21612
-THROTTLED: Final = 30001
-UNKNOWN_ERROR: Final = 30008
-# Undelivered reports
-UNREACHABLE_HANDSET: Final = 30003
-UNKNOWN_HANDSET: Final = 30005
-LANDLINE_OR_UNREACHABLE_CARRIER: Final = 30006
-FILTERED: Final = 30007
-
-CODES: Final[dict[int, str]] = {
-    INVALID_DESTINATION: "invalid destination number",
-    UNKNOWN_DESTINATION: "no route to this destination at this carrier",
-    THROTTLED: "throttled: carrier throughput cap exceeded (queue overflow)",
-    UNKNOWN_ERROR: "carrier failed the submit (unknown error)",
-    UNREACHABLE_HANDSET: "unreachable handset",
-    UNKNOWN_HANDSET: "unknown handset",
-    LANDLINE_OR_UNREACHABLE_CARRIER: "landline or unreachable carrier",
-    FILTERED: "filtered by the carrier",
-}
-# ledger reason names for submit rejections
+# ledger reason names for submit rejections (codes: ``router.contracts.codes``)
 REJECT_REASONS: Final[dict[int, str]] = {
-    INVALID_DESTINATION: "invalid_destination",
-    UNKNOWN_DESTINATION: "unknown_destination",
-    THROTTLED: "throttled",
-    UNKNOWN_ERROR: "failed",
+    Code.INVALID_DESTINATION: "invalid_destination",
+    Code.NO_ROUTE: "unknown_destination",
+    Code.QUEUE_OVERFLOW: "throttled",
+    Code.UNKNOWN_ERROR: "failed",
 }
 
 

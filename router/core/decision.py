@@ -14,8 +14,8 @@ from collections.abc import Collection, Sequence
 
 import msgspec
 
+from router.contracts.codes import Code, Scope, meaning
 from router.contracts.wire import quote
-from router.core import errors
 from router.core.e164 import MAX_DIGITS, MIN_DIGITS, normalise
 from router.core.health import Health
 from router.core.policy import CLASSES, TRANSACTIONAL, Route, rank
@@ -66,7 +66,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 
 
 def refusal(code: int, detail: str = "", encoding: str = GSM7, segments: int = 0) -> Decision:
-    reason = errors.DESCRIPTIONS[code] + (f": {detail}" if detail else "")
+    reason = meaning(Scope.FAILED, code) + (f": {detail}" if detail else "")
     return Decision(code, None, 0.0, segments, encoding, reason, "", (), -1, None)
 
 
@@ -108,7 +108,7 @@ class Router:
             norm = normalise(to) if n <= MAX_TYPED else None
             if norm is None:
                 return refusal(
-                    errors.INVALID_DESTINATION, f"{quote(to, 40)!r} is not +digits in E.164"
+                    Code.INVALID_DESTINATION, f"{quote(to, 40)!r} is not +digits in E.164"
                 )
             d = norm
             n = len(d)
@@ -144,11 +144,9 @@ class Router:
         elif n < table.root:
             e = table.short(d)
         if e is None:
-            return refusal(errors.INVALID_DESTINATION, "unknown country code", enc, segs)
+            return refusal(Code.INVALID_DESTINATION, "unknown country code", enc, segs)
         if n not in e.lengths:
-            return refusal(
-                errors.INVALID_DESTINATION, f"{n} digits is not a valid length", enc, segs
-            )
+            return refusal(Code.INVALID_DESTINATION, f"{n} digits is not a valid length", enc, segs)
         health = self.health
         if now >= health.deadline:
             self.tick(now)
@@ -298,10 +296,10 @@ class Router:
     ) -> Decision:
         quotes = e.quotes
         if not quotes:
-            return refusal(errors.NO_ROUTE, f"+{e.prefix} ({e.country})", enc, segs)
+            return refusal(Code.NO_ROUTE, f"+{e.prefix} ({e.country})", enc, segs)
         if max_price is not None and e.cheapest * segs > max_price:
             return refusal(
-                errors.NO_ROUTE_WITHIN_PRICE,
+                Code.NO_ROUTE_WITHIN_PRICE,
                 f"cheapest is {e.cheapest * segs:.5f} USD for {segs} segment(s), "
                 f"max_price {max_price}",
                 enc,
@@ -310,5 +308,5 @@ class Router:
         affordable = [q for q in quotes if max_price is None or q.price * segs <= max_price]
         blocked = self.health.unavailable
         if all(q.carrier in blocked for q in affordable):
-            return refusal(errors.CARRIER_UNAVAILABLE, "", enc, segs)
-        return refusal(errors.QUEUE_OVERFLOW, "", enc, segs)
+            return refusal(Code.CARRIERS_UNAVAILABLE, "", enc, segs)
+        return refusal(Code.QUEUE_OVERFLOW, "", enc, segs)

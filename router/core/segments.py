@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-from router.core import errors
+from router.contracts.codes import Code
 
 GSM7: Final = "GSM-7"
 UCS2: Final = "UCS-2"
@@ -40,7 +40,7 @@ class Segments(NamedTuple):
     encoding: str
     segments: int  # 0 when the body is refused (see code)
     units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
-    code: int = 0  # 0, or errors.EMPTY_BODY / errors.BODY_TOO_LONG
+    code: int = 0  # 0, or Code.EMPTY_BODY / Code.BODY_TOO_LONG
 
 
 def _parts(costs: list[int], single: int, part: int) -> int:
@@ -67,9 +67,9 @@ def count(body: str) -> Segments:
     """
     n = len(body)
     if n == 0:
-        return Segments(GSM7, 0, 0, errors.EMPTY_BODY)
+        return Segments(GSM7, 0, 0, Code.EMPTY_BODY)
     if n > MAX_CHARS:
-        return Segments(UCS2, 0, n, errors.BODY_TOO_LONG)
+        return Segments(UCS2, 0, n, Code.BODY_TOO_LONG)
     if body.isascii():
         rest = body.encode().translate(None, ASCII_BASIC)
         if not rest:

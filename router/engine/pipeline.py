@@ -35,7 +35,7 @@ import msgspec
 import structlog
 
 from router.contracts import interconnect, wire
-from router.core import errors
+from router.contracts.codes import MESSAGE_FAULTS, Code, Scope, meaning
 from router.core.decision import Decision, Router
 from router.core.policy import CLASS_INDEX, Route
 from router.engine import attempts
@@ -46,30 +46,10 @@ from router.support.logs import mask
 
 log = structlog.get_logger("router.engine.pipeline")
 
-EXPIRED: Final = 30036
-"""The request's validity period passed before a carrier accepted it."""
-SUBMIT_TIMEOUT: Final = 30008
-"""The carrier did not answer the submit in time (counted as an unknown error)."""
 ASKS: Final = 2
 """Times a carrier is asked for one attempt (the same id) before it counts as a timeout."""
-HOLD_CODES: Final = frozenset({errors.QUEUE_OVERFLOW, errors.CARRIER_UNAVAILABLE})
+HOLD_CODES: Final = frozenset({Code.QUEUE_OVERFLOW, Code.CARRIERS_UNAVAILABLE})
 """Refusals that wait for a carrier (up to the hold limit) instead of failing at once."""
-MESSAGE_FAULTS: Final = frozenset(
-    {interconnect.INVALID_DESTINATION, interconnect.UNKNOWN_DESTINATION}
-)
-"""Carrier rejections that are the message's fault (or the deck's): never a breaker's."""
-
-CODES: Final[dict[int, str]] = {
-    **errors.DESCRIPTIONS,
-    EXPIRED: "validity period expired before a carrier accepted the message",
-    interconnect.UNKNOWN_DESTINATION: "no route for this destination",
-    interconnect.THROTTLED: "carrier throughput cap exceeded (queue overflow)",
-    SUBMIT_TIMEOUT: "unknown error: the carrier failed the submit or did not answer in time",
-    interconnect.UNREACHABLE_HANDSET: "unreachable handset",
-    interconnect.UNKNOWN_HANDSET: "unknown handset",
-    interconnect.LANDLINE_OR_UNREACHABLE_CARRIER: "landline or unreachable carrier",
-    interconnect.FILTERED: "filtered by the carrier",
-}
 
 Done = Callable[[], None]
 
@@ -294,7 +274,7 @@ class Pipeline:
 
     def route(self, m: Message, now: float) -> None:
         if self._expired(m):
-            self.fail(m, EXPIRED)
+            self.fail(m, Code.EXPIRED)
             return
         t0 = time.perf_counter()
         d = self._decide(m, now)
@@ -481,10 +461,10 @@ class Pipeline:
             health.submit_ok(cid)
             self.sent(m, res.price)
             return
-        code = res.code or SUBMIT_TIMEOUT
-        if code != interconnect.THROTTLED and code not in MESSAGE_FAULTS:
+        code = res.code or Code.UNKNOWN_ERROR
+        if code != Code.QUEUE_OVERFLOW and code not in MESSAGE_FAULTS:
             # A full carrier is busy, not broken; a bad number is the message's fault.
-            health.submit_failed(cid, now, CODES.get(code, str(code)))
+            health.submit_failed(cid, now, meaning(Scope.REJECTED, code))
         self.failover(m, code, now)
 
     def expire_submits(self) -> None:
@@ -506,7 +486,7 @@ class Pipeline:
                 self._unwait(m, attempt)
                 assert m.route is not None
                 self.router.health.submit_failed(m.route.carrier, now, "submit timeout")
-                self.failover(m, SUBMIT_TIMEOUT, now)
+                self.failover(m, Code.UNKNOWN_ERROR, now)
             except Exception as e:
                 self._internal(m, e)
 
@@ -541,7 +521,7 @@ class Pipeline:
         """The next carrier for ``m`` after a rejection, a hold while the remaining ones
         are all full or unavailable, or its ``failed`` receipt."""
         if self._expired(m):
-            self.fail(m, EXPIRED)
+            self.fail(m, Code.EXPIRED)
             return
         d = m.decision
         assert d is not None
@@ -618,7 +598,7 @@ class Pipeline:
             ts=self.wall_ms(),
             account=r.account,
             error_code=code,
-            error_message=wire.quote(reason or CODES.get(code, "failed")),
+            error_message=wire.quote(reason or meaning(Scope.FAILED, code)),
             carrier=m.route.carrier if m.route else None,
             attempt=m.attempt,
             segments=d.segments if d else 0,
@@ -698,7 +678,7 @@ class Pipeline:
             ts=self.wall_ms(),
             account=r.account,
             error_code=k.code,
-            error_message=CODES.get(k.code, "failed"),
+            error_message=meaning(Scope.FAILED, k.code),
             carrier=k.carrier or None,
             attempt=k.attempt,
         )
@@ -793,7 +773,9 @@ class Pipeline:
                 ts=self.wall_ms(),
                 account=rep.account,
                 error_code=rep.code,
-                error_message=CODES.get(rep.code) if rep.code is not None else None,
+                error_message=(
+                    meaning(Scope.UNDELIVERED, rep.code) if rep.code is not None else None
+                ),
                 carrier=rep.carrier,
                 route=rep.route,
                 attempt=rep.attempt,

@@ -53,8 +53,8 @@ from carriers.endpoint import SUBMIT_LATENCY_SIGMA, Endpoint
 from carriers.ledger import Ledger
 from carriers.simulation import CarrierTruth
 from router.contracts import network_file
-from router.contracts.interconnect import THROTTLED, SubmitItem, SubmitResult
-from router.core import errors
+from router.contracts.codes import Code
+from router.contracts.interconnect import SubmitItem, SubmitResult
 from router.core.decision import Router
 from router.core.e164 import normalise
 from router.core.health import Health, HealthConfig
@@ -70,7 +70,6 @@ POLICIES: Final = ("supernet", "always-direct", "always-cheapest", "oracle")
 MAX_ATTEMPTS: Final = 3  # the worker's default (router.engine.settings max_attempts)
 HOLD_RETRY_S: Final = 0.01  # the worker looks at held requests this often (worker.TIMER_S)
 MAX_HOLD_S: Final = 60.0  # a held request without a validity period gives up after this
-EXPIRED: Final = 30036  # router.engine.pipeline.EXPIRED
 WALL_BASE_MS: Final = 1_763_740_800_000  # wall clock at virtual time 0 (created_at, ts)
 
 
@@ -148,12 +147,12 @@ def check(
     digits = normalise(to)
     e = table.lookup(digits) if digits is not None else None
     if digits is None or e is None or len(digits) not in e.lengths:
-        return errors.INVALID_DESTINATION, sg.segments, sg.encoding, "", ()
+        return Code.INVALID_DESTINATION, sg.segments, sg.encoding, "", ()
     if not e.quotes:
-        return errors.NO_ROUTE, sg.segments, sg.encoding, e.country, ()
+        return Code.NO_ROUTE, sg.segments, sg.encoding, e.country, ()
     quotes = tuple(q for q in e.quotes if max_price is None or q.price * sg.segments <= max_price)
     if not quotes:
-        return errors.NO_ROUTE_WITHIN_PRICE, sg.segments, sg.encoding, e.country, ()
+        return Code.NO_ROUTE_WITHIN_PRICE, sg.segments, sg.encoding, e.country, ()
     return 0, sg.segments, sg.encoding, e.country, quotes
 
 
@@ -289,7 +288,7 @@ class RouterPolicy(Policy):
     def start(self, f: Flight, now: float) -> int:
         j = f.job
         d = self.router.decide(j.to, j.body, j.cls, j.max_price, now)
-        if d.code == errors.QUEUE_OVERFLOW:
+        if d.code == Code.QUEUE_OVERFLOW:
             return HOLD
         if d.code:
             return d.code
@@ -479,7 +478,7 @@ def simulate(
                 watch.sent(f.job, f.carrier, bill, ok)
             else:
                 code = result.code or 0
-                throttled += code == THROTTLED
+                throttled += code == Code.QUEUE_OVERFLOW
                 policy.rejected(f.carrier, code, now)
                 if policy.failover(f, now) == 0:
                     submit(f, now)

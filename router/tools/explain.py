@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from router.core import errors
+from router.contracts.codes import Code
 from router.core.decision import Decision, Router
 from router.core.e164 import normalise
 from router.core.network import example_network
@@ -25,7 +25,7 @@ from router.core.table import Entry, RouteTable
 from router.core.throttle import bucket_params
 
 GENERATED_NETWORK = Path(".supernet/network")
-INPUT_CODES = frozenset({errors.INVALID_DESTINATION, errors.EMPTY_BODY, errors.BODY_TOO_LONG})
+INPUT_CODES = frozenset({Code.INVALID_DESTINATION, Code.EMPTY_BODY, Code.BODY_TOO_LONG})
 
 
 def default_network() -> Path:

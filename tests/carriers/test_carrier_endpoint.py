@@ -12,6 +12,7 @@ from carriers.endpoint import Endpoint, TokenBucket, mask_number
 from carriers.ledger import CarrierLedger, Ledger, register_metrics
 from carriers.simulation import CarrierTruth, DestinationTruth
 from router.contracts import interconnect
+from router.contracts.codes import Code
 from tests.carriers.carrier_helpers import spec, truth
 
 GB = "+447700900123"
@@ -67,7 +68,7 @@ def test_throttled_past_the_cap() -> None:
     outs = [e.submit(item(i), now=0.0, wall_ms=0) for i in range(20)]
     codes = [o.result.code for o in outs if o is not None]
     assert codes.count(None) == 5
-    assert codes.count(interconnect.THROTTLED) == 15
+    assert codes.count(Code.QUEUE_OVERFLOW) == 15
     assert e.ledger.rejected == {"throttled": 15}
     later = e.submit(item(99), now=1.0, wall_ms=0)  # a second later the bucket has refilled
     assert later is not None
@@ -92,7 +93,7 @@ def test_a_rejected_id_may_be_submitted_again() -> None:
     assert e.submit(item(1), now=0.0, wall_ms=0) is not None
     throttled = e.submit(item(2), now=0.0, wall_ms=0)
     assert throttled is not None
-    assert throttled.result.code == interconnect.THROTTLED
+    assert throttled.result.code == Code.QUEUE_OVERFLOW
     retry = e.submit(item(2), now=2.0, wall_ms=0)
     assert retry is not None
     assert retry.result.accepted
@@ -105,8 +106,8 @@ def test_unknown_and_invalid_destinations() -> None:
     invalid = e.submit(item(2, to="447700900123"), now=0.0, wall_ms=0)
     assert unknown is not None
     assert invalid is not None
-    assert unknown.result.code == interconnect.UNKNOWN_DESTINATION
-    assert invalid.result.code == interconnect.INVALID_DESTINATION
+    assert unknown.result.code == Code.NO_ROUTE
+    assert invalid.result.code == Code.INVALID_DESTINATION
     assert e.ledger.rejected == {"unknown_destination": 1, "invalid_destination": 1}
 
 
@@ -128,7 +129,7 @@ def test_random_failures_undelivered_codes_and_lost_reports() -> None:
         )
     )
     outs = [e.submit(item(i), now=0.0, wall_ms=0) for i in range(4000)]
-    failed = sum(1 for o in outs if o is not None and o.result.code == interconnect.UNKNOWN_ERROR)
+    failed = sum(1 for o in outs if o is not None and o.result.code == Code.UNKNOWN_ERROR)
     assert 600 < failed < 1000
     led = e.ledger
     assert led.accepted == 4000 - failed
@@ -138,10 +139,10 @@ def test_random_failures_undelivered_codes_and_lost_reports() -> None:
     codes = {o.report.code for o in outs if o is not None and o.report is not None}
     assert codes == {
         None,
-        interconnect.UNREACHABLE_HANDSET,
-        interconnect.UNKNOWN_HANDSET,
-        interconnect.LANDLINE_OR_UNREACHABLE_CARRIER,
-        interconnect.FILTERED,
+        Code.UNREACHABLE_HANDSET,
+        Code.UNKNOWN_HANDSET,
+        Code.LANDLINE_OR_UNREACHABLE_CARRIER,
+        Code.FILTERED,
     }
     reports = sum(1 for o in outs if o is not None and o.report is not None)
     assert reports == led.accepted - led.reports_lost

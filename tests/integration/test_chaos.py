@@ -119,13 +119,13 @@ def test_chaos_permanent_failures_after_recovery_are_counted() -> None:
                 ts=100_000 + i * 1_000) for i in range(30)]  # fmt: skip
     rc = [_rec("rc", i, _receipt(f"r{i}", "sent", 100_000 + i * 1_000 + 200)) for i in range(30)]
     rc += [_rec("rc", 40, _receipt("r25", "failed", 125_500, 30008)),
-           _rec("rc", 41, _receipt("r5", "failed", 105_500, 30006))]  # fmt: skip
+           _rec("rc", 41, _receipt("r5", "failed", 105_500, 39001))]  # fmt: skip
     obs = Observed("rq", "rc", "dl")
     for r in req + rc[-2:] + rc[:-2]:  # the failures come first for r25 and r5
         obs.on_record(r)
     f = figures(obs, None, [Fault("kafka-restart", 110.0, 112.0)], 0, 0)
     assert f.recovery_s is not None
-    assert f.permanent_after_recovery == {"30001": 0, "30006": 0, "30008": 1}
+    assert f.permanent_after_recovery == {"30001": 0, "30008": 1, "39001": 0}
     # r5 of the 10 before the fault, r25 of the 18 after recovery (r12-r29)
     assert f.permanent_per_1k == (100.0, 1000 / 18)
 

@@ -19,10 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Final, Protocol
 
-from router.contracts import interconnect
+from router.contracts.codes import Code, Scope, meaning
 from router.contracts.wire import Receipt
-from router.core import errors
-from router.engine.pipeline import CODES
 from router.tools.load.report import Latency, percentile
 
 OUTCOMES: Final = ("sent", "failed")
@@ -32,25 +30,15 @@ STATUSES: Final = (*OUTCOMES, *DELIVERIES)
 # The economics run counts the same requests as not routed.
 NO_ROUTE_CODES: Final = frozenset(
     {
-        errors.INVALID_DESTINATION,
-        errors.EMPTY_BODY,
-        errors.NO_ROUTE,
-        errors.BODY_TOO_LONG,
-        errors.NO_ROUTE_WITHIN_PRICE,
+        Code.INVALID_DESTINATION,
+        Code.EMPTY_BODY,
+        Code.NO_ROUTE,
+        Code.BODY_TOO_LONG,
+        Code.NO_ROUTE_WITHIN_PRICE,
     }
 )
 FAILED_TO: Final = "(failed)"  # where a failover chain ends when no carrier took it
 OTHER: Final = "other"
-
-
-def meaning(status: str, code: int) -> str:
-    """What a code means on a receipt of ``status`` (the README's table of codes).
-
-    The same number can mean one thing from the router and another from a carrier (30006:
-    every carrier's breaker open, or a landline), so the status decides which table."""
-    if status == "undelivered":
-        return interconnect.CODES.get(code, CODES.get(code, "unknown code"))
-    return errors.DESCRIPTIONS.get(code, CODES.get(code, "unknown code"))
 
 
 class PolicyFigures(Protocol):
@@ -271,7 +259,7 @@ def _failovers(outcomes: Sequence[Receipt], outage: Outage | None) -> Failovers:
         messages=messages,
         attempts=attempts,
         by_code=[
-            CodeCount(s, code, n, CODES.get(code, "unknown code"))
+            CodeCount(s, code, n, meaning(Scope.REJECTED, code))
             for (s, code), n in sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
         moves=[

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.core import errors
+from router.contracts.codes import Code
 from router.core.decision import Router
 from router.core.health import Breaker, Health
 from router.core.policy import CLASSES, MARKETING, OTP
@@ -35,7 +35,7 @@ def test_choice_and_fallbacks_follow_the_policy(
         # far apart in time: every bucket is full again
         decision = router.decide("+" + d, BODY, cls, None, now=1000.0 * i)
         if not ranked:
-            assert decision.code == errors.NO_ROUTE
+            assert decision.code == Code.NO_ROUTE
             continue
         assert decision.code == 0
         assert (decision.carrier, decision.price) == ranked[0]
@@ -62,9 +62,9 @@ def test_max_price_is_per_message_and_never_exceeded(
     affordable = [(c, p) for c, p in ranked if p * segments <= cap]
     assert decision.segments == (segments if ranked else decision.segments)
     if not ranked:
-        assert decision.code == errors.NO_ROUTE
+        assert decision.code == Code.NO_ROUTE
     elif not affordable:
-        assert decision.code == errors.NO_ROUTE_WITHIN_PRICE
+        assert decision.code == Code.NO_ROUTE_WITHIN_PRICE
         assert decision.carrier is None
     else:
         assert decision.code == 0
@@ -114,7 +114,7 @@ def test_a_full_carrier_spills_over_to_the_next(
         decision = router.decide("+" + d, BODY, OTP, None, now)
         assert decision.carrier == want
         if ranked and want is None:
-            assert decision.code == errors.QUEUE_OVERFLOW
+            assert decision.code == Code.QUEUE_OVERFLOW
         if want is not None and want != ranked[0]:
             assert "throughput cap" in decision.reason
 
@@ -137,7 +137,7 @@ def test_open_breakers_are_skipped_and_probed_once_after_cooldown(
     if healthy:
         assert decision.carrier == healthy[0]
     elif ranked:
-        assert decision.code == errors.CARRIER_UNAVAILABLE
+        assert decision.code == Code.CARRIERS_UNAVAILABLE
     # After the cool-down each broken carrier is half-open: one probe, then it waits.
     later = 1.0 + health.config.cooldown_s + 2000.0
     first = router.decide("+" + d, BODY, OTP, None, now=later)
@@ -221,16 +221,16 @@ def test_anything_that_is_not_e164_is_refused_with_21211(to: str) -> None:
     if plain and 7 <= len(digits) <= 15 and digits.startswith("1"):
         assert decision.code == 0
     elif not to.strip().startswith("+"):
-        assert decision.code == errors.INVALID_DESTINATION
+        assert decision.code == Code.INVALID_DESTINATION
 
 
 def test_refusals_carry_their_codes() -> None:
     carriers = {"a": Carrier("a", "a", "direct", 1.0, 0.9, 1e9)}
     router = Router(RouteTable(carriers, {"a": {"1": (0.01, "x")}}, COUNTRIES))
-    assert router.decide("+15555555555", "", OTP).code == errors.EMPTY_BODY
-    assert router.decide("+15555555555", "a" * 1601, OTP).code == errors.BODY_TOO_LONG
+    assert router.decide("+15555555555", "", OTP).code == Code.EMPTY_BODY
+    assert router.decide("+15555555555", "a" * 1601, OTP).code == Code.BODY_TOO_LONG
     assert router.decide("+15555555555", "a" * 1600, OTP).segments == 11
-    assert router.decide("+25555555555", "hi", OTP).code == errors.NO_ROUTE
-    assert router.decide("+95555555555", "hi", OTP).code == errors.INVALID_DESTINATION
+    assert router.decide("+25555555555", "hi", OTP).code == Code.NO_ROUTE
+    assert router.decide("+95555555555", "hi", OTP).code == Code.INVALID_DESTINATION
     assert router.decide("+1 (555) 555-5555", "hi", OTP).code == 0
-    assert router.decide("15555555555", "hi", OTP).code == errors.INVALID_DESTINATION
+    assert router.decide("15555555555", "hi", OTP).code == Code.INVALID_DESTINATION

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.core import errors
+from router.contracts.codes import Code
 from router.core.segments import GSM7, GSM7_BASIC, GSM7_EXTENSION, UCS2, count
 
 VECTORS = [
@@ -51,9 +51,9 @@ def test_vectors(body: str, encoding: str, segments: int, units: int) -> None:
 
 
 def test_refusals() -> None:
-    assert count("").code == errors.EMPTY_BODY
-    assert count("a" * 1601).code == errors.BODY_TOO_LONG
-    assert count("😀" * 1601).code == errors.BODY_TOO_LONG
+    assert count("").code == Code.EMPTY_BODY
+    assert count("a" * 1601).code == Code.BODY_TOO_LONG
+    assert count("😀" * 1601).code == Code.BODY_TOO_LONG
     assert count("😀" * 1600).segments == -(-1600 // 33)  # 33 pairs fill 66 of 67 units
 
 

@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from router.contracts import interconnect
+from router.contracts.codes import Code
 from router.engine.attempts import AttemptRecord
 from tests.router.engine.fakes import GB_MULTI, PARTITION_NO, US_MULTI, World, request
 
@@ -89,7 +89,7 @@ class Workers(RuleBasedStateMachine):
             self.accepted_by.setdefault(item.id, set()).add(carrier)
             w.accept(carrier, item)
         else:
-            w.reject(carrier, item, interconnect.UNKNOWN_ERROR)
+            w.reject(carrier, item, Code.UNKNOWN_ERROR)
 
     @rule(seconds=st.sampled_from([0.5, 1.2, 31.0]))
     def time_passes(self, seconds: float) -> None:

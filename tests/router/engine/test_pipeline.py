@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.contracts import interconnect, wire
+from router.contracts.codes import Code
 from router.core.decision import Decision
 from router.core.health import Breaker
 from router.core.network import example_network
@@ -26,7 +27,6 @@ from router.core.policy import CLASS_INDEX
 from router.core.throttle import bucket_params
 from router.engine import attempts
 from router.engine.attempts import AttemptRecord
-from router.engine.pipeline import EXPIRED, SUBMIT_TIMEOUT
 from tests.router.engine.fakes import (
     ES_NONE,
     FR_SINGLE,
@@ -307,7 +307,7 @@ def test_rejection_fails_over_to_the_next_carrier() -> None:
     expected = twin_decision(w, GB_MULTI)
     offset = w.take(request(to=GB_MULTI))
     c1, item1 = w.last_submit()
-    w.reject(c1, item1, interconnect.THROTTLED)
+    w.reject(c1, item1, Code.QUEUE_OVERFLOW)
     assert w.sink.records == []
     assert len(w.link.submits) == 2
     c2, item2 = w.last_submit()
@@ -324,7 +324,7 @@ def test_rejection_fails_over_to_the_next_carrier() -> None:
     assert receipt.route == KIND[c2]
     assert receipt.attempt == 2
     assert receipt.price == pytest.approx(0.05)
-    assert receipt.failovers == [wire.FailedAttempt(c1, 1, interconnect.THROTTLED)]
+    assert receipt.failovers == [wire.FailedAttempt(c1, 1, Code.QUEUE_OVERFLOW)]
     assert_done_only_after_ack(w, offset)
 
 
@@ -333,11 +333,11 @@ def test_rejection_after_the_validity_period_fails_as_expired() -> None:
     offset = w.take(request(to=GB_MULTI, created_at=w.wall.ms, validity_s=5))
     c1, item1 = w.last_submit()
     w.wall.ms += 6_000  # the carrier answered after the request's validity ran out
-    w.reject(c1, item1, interconnect.UNKNOWN_ERROR)
+    w.reject(c1, item1, Code.UNKNOWN_ERROR)
     assert len(w.link.submits) == 1, "no second attempt for an expired request"
     receipt = only_receipt(w)
-    assert (receipt.status, receipt.error_code) == ("failed", EXPIRED)
-    assert receipt.failovers == [wire.FailedAttempt(c1, 1, interconnect.UNKNOWN_ERROR)]
+    assert (receipt.status, receipt.error_code) == ("failed", Code.EXPIRED)
+    assert receipt.failovers == [wire.FailedAttempt(c1, 1, Code.UNKNOWN_ERROR)]
     assert_done_only_after_ack(w, offset)
 
 
@@ -388,13 +388,13 @@ def test_rejection_without_a_code_counts_as_unknown_error() -> None:
     w.reject(c1, item1, None)
     c2, item2 = w.last_submit()
     w.accept(c2, item2)
-    assert only_receipt(w).failovers == [wire.FailedAttempt(c1, 1, SUBMIT_TIMEOUT)]
+    assert only_receipt(w).failovers == [wire.FailedAttempt(c1, 1, Code.UNKNOWN_ERROR)]
 
 
 def test_exhausted_attempts_fail_with_the_last_code_and_every_failover() -> None:
     w = World(max_attempts=3)
     offset = w.take(request(to=GB_MULTI))
-    codes = [interconnect.THROTTLED, interconnect.UNKNOWN_DESTINATION, interconnect.UNKNOWN_ERROR]
+    codes = [Code.QUEUE_OVERFLOW, Code.NO_ROUTE, Code.UNKNOWN_ERROR]
     for code in codes:
         carrier, item = w.last_submit()
         w.reject(carrier, item, code)
@@ -405,7 +405,7 @@ def test_exhausted_attempts_fail_with_the_last_code_and_every_failover() -> None
     assert [i.attempt for _, i in w.link.submits] == [1, 2, 3]
     receipt = only_receipt(w)
     assert receipt.status == "failed"
-    assert receipt.error_code == interconnect.UNKNOWN_ERROR
+    assert receipt.error_code == Code.UNKNOWN_ERROR
     assert receipt.error_message
     assert receipt.carrier == carriers[-1]
     assert receipt.attempt == 3
@@ -420,11 +420,11 @@ def test_single_carrier_rejection_fails_at_once() -> None:
     w = World(max_attempts=3)
     offset = w.take(request(to=FR_SINGLE))
     carrier, item = w.last_submit()
-    w.reject(carrier, item, interconnect.THROTTLED)
+    w.reject(carrier, item, Code.QUEUE_OVERFLOW)
     assert len(w.link.submits) == 1
     receipt = only_receipt(w)
-    assert (receipt.status, receipt.error_code) == ("failed", interconnect.THROTTLED)
-    assert receipt.failovers == [wire.FailedAttempt("agg-premium", 1, interconnect.THROTTLED)]
+    assert (receipt.status, receipt.error_code) == ("failed", Code.QUEUE_OVERFLOW)
+    assert receipt.failovers == [wire.FailedAttempt("agg-premium", 1, Code.QUEUE_OVERFLOW)]
     assert_done_only_after_ack(w, offset)
 
 
@@ -437,7 +437,7 @@ def test_failover_stays_within_max_price() -> None:
     while len(w.sink.records) == 0:
         carrier, item = w.last_submit()
         assert item.price * item.segments <= cap
-        w.reject(carrier, item, interconnect.UNKNOWN_ERROR)
+        w.reject(carrier, item, Code.UNKNOWN_ERROR)
     assert {c for c, _ in w.link.submits} == affordable
     assert len(w.link.submits) == len(affordable)
     assert only_receipt(w).status == "failed"
@@ -475,7 +475,7 @@ def test_unanswered_submit_times_out_and_fails_over() -> None:
     receipt = only_receipt(w)
     assert receipt.status == "sent"
     assert receipt.carrier == c2
-    assert receipt.failovers == [wire.FailedAttempt(c1, 1, SUBMIT_TIMEOUT)]
+    assert receipt.failovers == [wire.FailedAttempt(c1, 1, Code.UNKNOWN_ERROR)]
     w.accept(c2, item2)  # a repeated answer writes nothing either
     assert len(w.sink.records) == 1
     assert_done_only_after_ack(w, offset)
@@ -505,7 +505,7 @@ def test_last_attempt_timing_out_fails_the_request() -> None:
         w.clock.advance(1.5)
         w.pipeline.expire_submits()
     receipt = only_receipt(w)
-    assert (receipt.status, receipt.error_code) == ("failed", SUBMIT_TIMEOUT)
+    assert (receipt.status, receipt.error_code) == ("failed", Code.UNKNOWN_ERROR)
     assert [f.attempt for f in receipt.failovers] == [1, 2]
     assert_done_only_after_ack(w, offset)
 
@@ -545,7 +545,7 @@ def test_expired_request_fails_without_a_submit() -> None:
     offset = w.take(request(created_at=w.wall.ms - 10_001, validity_s=10))
     assert w.link.submits == []
     receipt = only_receipt(w)
-    assert (receipt.status, receipt.error_code) == ("failed", EXPIRED)
+    assert (receipt.status, receipt.error_code) == ("failed", Code.EXPIRED)
     assert receipt.error_message
     assert_done_only_after_ack(w, offset)
 
@@ -589,8 +589,8 @@ def report(carrier: str, status: str, **fields: Any) -> interconnect.DeliveryRep
     ("status", "code"),
     [
         ("delivered", None),
-        ("undelivered", interconnect.UNREACHABLE_HANDSET),
-        ("undelivered", interconnect.FILTERED),
+        ("undelivered", Code.UNREACHABLE_HANDSET),
+        ("undelivered", Code.FILTERED),
     ],
 )
 def test_delivery_report_becomes_a_receipt(status: str, code: int | None) -> None:
@@ -624,7 +624,7 @@ def test_undelivered_reports_lower_the_carrier_estimate_for_that_country() -> No
     before_us = w.router.health.estimate(spec, "US")
     before_pr = w.router.health.estimate(spec, "PR")
     assert before_us == (spec.delivery_rate, spec.latency_s)
-    bad = report(first, "undelivered", country="US", code=interconnect.UNREACHABLE_HANDSET)
+    bad = report(first, "undelivered", country="US", code=Code.UNREACHABLE_HANDSET)
     w.pipeline.on_reports(first, [bad] * 40)
     # Health reaches the estimate and the ranking within refresh_s, at the next decision.
     w.clock.advance(w.router.health.config.refresh_s + 0.5)
@@ -698,7 +698,7 @@ def test_only_carrier_offline_holds_then_fails_with_carrier_unavailable() -> Non
     w.clock.advance(2)
     w.pipeline.retry_held()
     receipt = only_receipt(w)
-    assert (receipt.status, receipt.error_code) == ("failed", 30006)
+    assert (receipt.status, receipt.error_code) == ("failed", Code.CARRIERS_UNAVAILABLE)
     assert_done_only_after_ack(w, offset)
 
 
@@ -730,13 +730,13 @@ def test_failover_to_a_half_open_carrier_takes_its_one_probe() -> None:
     w.pipeline.on_status(second, True)
     assert w.router.health.breaker(second) is Breaker.HALF_OPEN
     carrier, item = w.last_submit()
-    w.reject(carrier, item, interconnect.UNKNOWN_ERROR)
+    w.reject(carrier, item, Code.UNKNOWN_ERROR)
     assert w.last_submit()[0] == second  # the probe
     assert w.router.health.breaker(second) is Breaker.PROBING
     w.take(request(id="b", to=US_MULTI))  # goes to first, then fails over past the probing one
     carrier, item = w.last_submit()
     assert carrier == first
-    w.reject(carrier, item, interconnect.UNKNOWN_ERROR)
+    w.reject(carrier, item, Code.UNKNOWN_ERROR)
     assert w.last_submit()[0] not in (first, second)
 
 
@@ -784,12 +784,12 @@ def test_a_repeat_after_failed_gets_the_same_code() -> None:
     w = World(max_attempts=1)
     w.take(request(id="dup"))
     carrier, item = w.last_submit()
-    w.reject(carrier, item, interconnect.UNKNOWN_ERROR)
+    w.reject(carrier, item, Code.UNKNOWN_ERROR)
     w.take(request(id="dup"))
     assert len(w.link.submits) == 1
     assert [(r.status, r.error_code) for r in w.sink.receipts] == [
-        ("failed", interconnect.UNKNOWN_ERROR),
-        ("failed", interconnect.UNKNOWN_ERROR),
+        ("failed", Code.UNKNOWN_ERROR),
+        ("failed", Code.UNKNOWN_ERROR),
     ]
 
 
@@ -810,7 +810,7 @@ def test_an_attempt_restored_from_the_log_goes_to_the_same_carrier() -> None:
     carrier, item = w.last_submit()
     assert (carrier, item.id, item.attempt) == (last.carrier, "r1", 2)
     assert w.sink.attempts == []  # already logged: no new attempt record before it
-    w.reject(carrier, item, interconnect.UNKNOWN_ERROR)
+    w.reject(carrier, item, Code.UNKNOWN_ERROR)
     nxt, item3 = w.last_submit()
     assert nxt not in (decision.carrier, last.carrier)
     assert item3.attempt == 3
@@ -848,9 +848,7 @@ def test_the_carrier_gets_the_normalised_number() -> None:
     assert item.to == GB_MULTI
 
 
-@pytest.mark.parametrize(
-    "code", [interconnect.INVALID_DESTINATION, interconnect.UNKNOWN_DESTINATION]
-)
+@pytest.mark.parametrize("code", [Code.INVALID_DESTINATION, Code.NO_ROUTE])
 def test_a_rejection_that_is_the_messages_fault_never_opens_a_breaker(code: int) -> None:
     w = World(max_attempts=1)
     carrier = twin_decision(w, GB_MULTI).carrier
@@ -920,7 +918,7 @@ def test_held_request_that_expires_fails() -> None:
     w.pipeline.retry_held()
     assert w.link.submits == []
     receipt = only_receipt(w)
-    assert (receipt.status, receipt.error_code) == ("failed", EXPIRED)
+    assert (receipt.status, receipt.error_code) == ("failed", Code.EXPIRED)
     assert_done_only_after_ack(w, offset)
 
 
@@ -1014,7 +1012,7 @@ class Run:
         for (_, offset), (record,) in w.tracker.done_by.items():
             kind, _ = self.taken[offset]
             r = record.receipt if record else None
-            expected_code = {"es": 21612, "invalid": 21211, "expired": EXPIRED}.get(kind)
+            expected_code = {"es": 21612, "invalid": 21211, "expired": Code.EXPIRED}.get(kind)
             if kind == "garbage":
                 assert r is None
             elif expected_code is not None:
@@ -1034,7 +1032,7 @@ steps = st.lists(
     st.tuples(
         st.sampled_from(ACTIONS),
         st.integers(0, 15),
-        st.sampled_from([None, interconnect.THROTTLED, interconnect.UNKNOWN_ERROR]),
+        st.sampled_from([None, Code.QUEUE_OVERFLOW, Code.UNKNOWN_ERROR]),
         st.booleans(),
     ),
     min_size=5,

@@ -17,7 +17,6 @@ from router.tools.demo.summary import (
     Outage,
     collate,
     latency_series,
-    meaning,
     share_series,
     summarize,
 )
@@ -180,7 +179,7 @@ def test_outcomes_by_status_and_code_with_their_meaning() -> None:
         failed("r0", T0 + 1, 21211),
         failed("r0", T0 + 2, 21211),  # duplicate: one request
         failed("r1", T0 + 1, 21618),
-        failed("r2", T0 + 1, 30006),  # every breaker open (router)
+        failed("r2", T0 + 1, 39001),  # every breaker open (router)
         sent("r3", T0 + 1),
         report("r3", T0 + 9, 30006),  # landline (carrier)
         sent("r4", T0 + 1),
@@ -196,14 +195,14 @@ def test_outcomes_by_status_and_code_with_their_meaning() -> None:
     assert got == {
         ("failed", 21211): 1,
         ("failed", 21618): 1,
-        ("failed", 30006): 1,
+        ("failed", 39001): 1,
         ("undelivered", 30006): 1,
         ("undelivered", 30003): 2,
         ("failed", 30008): 1,
     }
     assert s.outcomes[0].code == 30003  # most first
     meanings = {(c.status, c.code): c.meaning for c in s.outcomes}
-    assert "breaker" in meanings[("failed", 30006)]
+    assert "breaker" in meanings[("failed", 39001)]
     assert "landline" in meanings[("undelivered", 30006)]
     assert meanings[("undelivered", 30003)] == "unreachable handset"
     # refusals without a route are not routable; a failure after attempts is
@@ -213,11 +212,6 @@ def test_outcomes_by_status_and_code_with_their_meaning() -> None:
     assert s.delivery_rate_all == pytest.approx(1 / 10)
     assert s.reported == 4
     assert s.reported_delivery_rate == pytest.approx(1 / 4)
-
-
-def test_meaning_of_unknown_codes() -> None:
-    assert meaning("failed", 1) == "unknown code"
-    assert meaning("failed", 30036).startswith("validity period")
 
 
 # -- failover events --------------------------------------------------------------------

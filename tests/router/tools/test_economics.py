@@ -13,7 +13,7 @@ import pytest
 from carriers import simulation
 from carriers.generator import generate, write
 from carriers.network import reduce_network
-from router.core import errors
+from router.contracts.codes import Code
 from router.core.decision import Router
 from router.core.table import Quote
 from router.tools import economics
@@ -79,8 +79,8 @@ def test_the_traffic_is_realistic_and_mostly_routable(jobs: list[Job]) -> None:
     assert len(routable) > 0.8 * len(jobs)
     assert {j.country for j in routable} >= REGIONS  # and IM, JE, GG: they share +44
     assert {j.cls for j in routable} == {0, 1, 2}
-    assert any(j.code == errors.NO_ROUTE_WITHIN_PRICE for j in jobs)  # caps too low
-    assert any(j.code == errors.INVALID_DESTINATION for j in jobs)
+    assert any(j.code == Code.NO_ROUTE_WITHIN_PRICE for j in jobs)  # caps too low
+    assert any(j.code == Code.INVALID_DESTINATION for j in jobs)
     assert [j.at for j in jobs] == [i / RATE for i in range(COUNT)]
 
 

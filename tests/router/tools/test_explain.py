@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
-from router.core import errors
+from router.contracts.codes import Code
 from router.core.network import example_network
 
 
@@ -46,7 +46,7 @@ def test_marketing_prefers_price_and_otp_reliability(capsys: pytest.CaptureFixtu
 def test_invalid_number_exits_2_with_21211(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_json(capsys, "+44")
     assert code == 2
-    assert out["code"] == errors.INVALID_DESTINATION
+    assert out["code"] == Code.INVALID_DESTINATION
     code = main(["explain", "not-a-number"])
     assert code == 2
     assert "21211" in capsys.readouterr().out
@@ -54,9 +54,9 @@ def test_invalid_number_exits_2_with_21211(capsys: pytest.CaptureFixture[str]) -
 
 def test_no_route_and_max_price_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_json(capsys, "+8613800138000")
-    assert (code, out["code"]) == (1, errors.NO_ROUTE)
+    assert (code, out["code"]) == (1, Code.NO_ROUTE)
     code, out = run_json(capsys, "+447700900123", "--max-price", "0.001")
-    assert (code, out["code"]) == (1, errors.NO_ROUTE_WITHIN_PRICE)
+    assert (code, out["code"]) == (1, Code.NO_ROUTE_WITHIN_PRICE)
 
 
 def test_body_sets_segments_and_price(capsys: pytest.CaptureFixture[str]) -> None:
