@@ -58,9 +58,10 @@ on a host topic).
 with '+'), ``account`` (str), ``segments`` (int >= 1), ``price`` (float, USD per segment
 the router expects from the deck), ``attempt`` (int, 1 for the first carrier tried),
 ``encoding`` (``GSM-7`` or ``UCS-2``), ``country`` (str, the destination's ISO region as
-the router resolved it) and ``ts`` (int, the router's submit time in ms since the Unix
-epoch). The carrier echoes ``country`` and ``ts`` in the delivery report so that any
-router can feed its health averages (per carrier and country, with the submit-to-report
+the router resolved it), ``ts`` (int, the router's submit time in ms since the Unix
+epoch) and ``sender`` (str, the request's ``from``, possibly empty). The carrier echoes
+``country``, ``ts`` and ``sender`` in the delivery report so that any router can write
+the receipt and feed its health averages (per carrier and country, with the submit-to-report
 latency) from the report alone.
 
 Submit result (carrier -> ``reply_to``), ``SubmitResultBatch``
@@ -79,8 +80,8 @@ carries all a router needs to write the receipt with no state of its own: ``id``
 ``account``, ``carrier``, ``route`` (``direct`` or ``aggregator``), ``status``
 (``delivered`` or ``undelivered``), ``code`` (int or nil), ``price`` (USD per segment
 billed), ``currency`` (``USD``), ``segments``, ``attempt``, ``encoding``, ``ts`` (report
-time, ms since the Unix epoch), ``country`` and ``submitted_ts`` (echoed from the
-submit). ``resent`` (int, 0 the first time) counts how often the carrier published it again
+time, ms since the Unix epoch), ``country``, ``submitted_ts`` and ``sender`` (echoed
+from the submit). ``resent`` (int, 0 the first time) counts how often the carrier published it again
 because no router acknowledged it. A report may never come (lost, as on real networks);
 one that was published comes again until a router acknowledges it.
 
@@ -206,6 +207,7 @@ class SubmitItem(msgspec.Struct, frozen=True, omit_defaults=True):
     encoding: str = "GSM-7"
     country: str = ""
     ts: int = 0
+    sender: str = ""  # the request's ``from`` (sender id), passed on as given
 
 
 class SubmitBatch(msgspec.Struct, frozen=True):
@@ -245,6 +247,7 @@ class DeliveryReport(msgspec.Struct, frozen=True, omit_defaults=True):
     country: str = ""
     submitted_ts: int = 0
     resent: int = 0
+    sender: str = ""  # echoed from the submit
 
 
 class DeliveryReportBatch(msgspec.Struct, frozen=True):

@@ -62,6 +62,7 @@ class Receipt(msgspec.Struct, frozen=True):
     status: Status
     ts: int  # ms since the Unix epoch
     account: str = ""
+    sender: str | None = msgspec.field(default=None, name="from")  # the request's ``from``
     error_code: int | None = None
     error_message: str | None = None
     carrier: str | None = None
