@@ -246,9 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     for name in names:
         with console.status(f"running {name} ..."):
-            net.reset()
             t = time.perf_counter()
-            results.append(economics.simulate(economics.make_policy(name, net), jobs, net))
+            results.append(economics.simulate(economics.make_contender(name, net), jobs, net))
             seconds[name] = time.perf_counter() - t
     console.print(outcome_table(results))
     console.print(cost_table(results, seconds))

@@ -1,6 +1,6 @@
-"""Rate decks as wholesale carriers publish them: one CSV per carrier.
+"""Rate decks as wholesale carriers publish them: one CSV per carrier (the writer).
 
-Layout (``DIR/decks/<carrier id>.csv``), the one ``router.core`` imports::
+Layout (``DIR/decks/<carrier id>.csv``), the one ``router.core.deck`` reads::
 
     prefix,destination,price,currency,effective_from
     447700,GB EE,0.0312,USD,2025-03-14
@@ -9,17 +9,37 @@ Layout (``DIR/decks/<carrier id>.csv``), the one ``router.core`` imports::
 - ``destination``: a human label (CSV-quoted when it holds a comma);
 - ``price``: USD per segment, a plain decimal string with at most 6 decimals;
 - ``currency``: ``USD``; ``effective_from``: ``YYYY-MM-DD``.
+
+Reading is ``router.core.deck``'s job, the one reader: ``read_prices`` here asks it for
+the rows in force, so the simulator bills exactly the prices the router quotes.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
-HEADER = ("prefix", "destination", "price", "currency", "effective_from")
-CURRENCY = "USD"
+from router.core.deck import CURRENCY, HEADER, RateRow, load_deck
+from router.core.errors import DeckError
+
+__all__ = [
+    "CURRENCY",
+    "HEADER",
+    "MIN_PRICE",
+    "DeckError",
+    "DeckLine",
+    "format_price",
+    "read_prices",
+    "render",
+    "render_rows",
+    "write",
+]
+
 MIN_PRICE = 0.0001
 
 
@@ -28,10 +48,6 @@ class DeckLine:
     prefix: str
     destination: str
     price: str  # decimal string, USD per segment
-
-
-class DeckError(Exception):
-    """A rate deck is malformed; the message names the file and line."""
 
 
 def format_price(value: float) -> str:
@@ -54,19 +70,21 @@ def write(path: Path, lines: list[DeckLine], effective_from: str) -> None:
     path.write_bytes(render(lines, effective_from))
 
 
-def read_prices(path: Path) -> dict[str, float]:
-    """prefix -> USD per segment, for the simulator's own use (billing, known prefixes)."""
-    prices: dict[str, float] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header) != HEADER:
-            raise DeckError(f"{path}: header must be {','.join(HEADER)}")
-        for n, row in enumerate(reader, start=2):
-            if len(row) != len(HEADER) or not row[0].isdigit():
-                raise DeckError(f"{path}:{n}: expected {len(HEADER)} fields with a digit prefix")
-            try:
-                prices[row[0]] = float(row[2])
-            except ValueError:
-                raise DeckError(f"{path}:{n}: price {row[2]!r} is not a number") from None
-    return prices
+def render_rows(rows: Iterable[RateRow]) -> bytes:
+    """Rows as read by ``router.core.deck.parse_rows``, each with its own date, back to
+    CSV (prices as plain decimals: the shortest string that reads back the same float)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HEADER)
+    for r in rows:
+        price = format(Decimal(repr(r.price)), "f")
+        writer.writerow((r.prefix, r.destination, price, CURRENCY, r.effective_from.isoformat()))
+    return buf.getvalue().encode("utf-8")
+
+
+def read_prices(path: Path, as_of: dt.date | None = None) -> dict[str, float]:
+    """prefix -> USD per segment in force on ``as_of`` (default: today), for the
+    simulator's own use (billing, known prefixes): ``router.core.deck.load_deck``'s rows,
+    so a future-dated row is billed from its date on, as the router quotes it. Raises
+    ``DeckError`` (``router.core.errors``) naming the file and line of a bad row."""
+    return {prefix: rate.price for prefix, rate in load_deck(path, as_of).items()}

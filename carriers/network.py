@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
 import fnmatch
 import zlib
 from collections.abc import Iterable
@@ -17,6 +17,7 @@ from carriers.endpoint import Endpoint
 from carriers.ledger import Ledger
 from router.contracts import network_file
 from router.contracts.network_file import CarrierSpec
+from router.core.deck import read_rows
 
 
 class SelectionError(Exception):
@@ -52,8 +53,10 @@ def load_endpoints(
     only: str | None = None,
     shard: tuple[int, int] | None = None,
     now: float = 0.0,
+    as_of: dt.date | None = None,
 ) -> tuple[dict[str, Endpoint], Ledger]:
-    """Read network.json, simulation.json and the selected carriers' decks."""
+    """Read network.json, simulation.json and the selected carriers' decks, each carrier
+    billing the deck rows in force on ``as_of`` (default: today, as the router loads)."""
     network = network_file.load(directory)
     truths = {t.id: t for t in simulation.load(directory).carriers}
     specs = select(network.carriers, only, shard)
@@ -67,7 +70,7 @@ def load_endpoints(
             raise simulation.SimulationFileError(
                 f"{directory}: carrier {spec.id} has no entry in {simulation.SIMULATION_FILE}"
             )
-        prices = deck.read_prices(directory / spec.deck)
+        prices = deck.read_prices(directory / spec.deck, as_of)
         endpoints[spec.id] = Endpoint(spec, truth, prices, ledger[spec.id], now)
     return endpoints, ledger
 
@@ -96,7 +99,7 @@ def stats(directory: Path) -> Stats:
     lines = {"direct": 0, "aggregator": 0}
     for spec in network.carriers:
         regions.update(spec.countries)
-        deck_prefixes = deck.read_prices(directory / spec.deck).keys()
+        deck_prefixes = {row.prefix for row in read_rows(directory / spec.deck)}  # any date
         lines[spec.kind] += len(deck_prefixes)
         prefixes.update(deck_prefixes)
         if spec.kind == "direct":
@@ -130,13 +133,11 @@ def reduce_network(src: Path, dst: Path, regions: set[str]) -> Path:
     for c in spec.carriers:
         if not set(c.countries) & regions:
             continue
-        with (src / c.deck).open(newline="") as f:
-            rows = list(csv.reader(f))
-        body = [row for row in rows[1:] if any(row[0].startswith(code) for code in codes)]
+        rows = read_rows(src / c.deck)
+        body = [row for row in rows if any(row.prefix.startswith(code) for code in codes)]
         if not body:
             continue
-        with (dst / c.deck).open("w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([rows[0], *body])
+        (dst / c.deck).write_bytes(deck.render_rows(body))
         kept.append(msgspec.structs.replace(c, countries=sorted(set(c.countries) & regions)))
     network_file.dump(msgspec.structs.replace(spec, carriers=kept), dst)
     sim = simulation.load(src)

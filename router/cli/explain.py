@@ -16,7 +16,7 @@ from rich.console import Console
 
 from router.core.errors import RoutingError
 from router.core.network import load_network
-from router.core.policy import CLASS_INDEX, CLASSES
+from router.core.types import CLASS_INDEX, CLASSES
 from router.tools.explain import GENERATED_NETWORK, INPUT_CODES, default_network, explain, render
 
 EXAMPLES = """\

@@ -1,11 +1,16 @@
-"""The routing decision: destination, segments, lookup, ranking, throttle and breaker.
+"""The routing decision: validation, ranking, throttle and breaker.
 
-``Router.decide`` is the hot path. It is one function on purpose: in CPython every call
-and attribute load costs, so the common case (an E.164 number typed as ``+digits``, an
-ASCII GSM-7 body, a cached ranking, the best carrier free) runs inline, and everything
-else falls through to the general code in ``e164``, ``segments`` and below. The router
-mutates only the throttle's buckets, the half-open breaker it probes and each entry's
-ranking cache; it does no I/O and reads the time from its ``now`` argument.
+``Router.decide`` is the hot path. It stays short on purpose: in CPython every call and
+attribute load costs, so the common case (an E.164 number typed as ``+digits``, an ASCII
+GSM-7 body, a cached ranking, the best carrier free) runs in two functions, this one and
+``validation.validate`` (the stateless checks every caller shares), and everything else
+falls through to the general code in ``e164``, ``segments`` and below.
+
+The router owns every cache it computes: the rankings live here, beside the route table
+they were computed from (``_Compiled``), never on the table, and ``swap`` replaces table
+and rankings in one assignment. Besides its caches it mutates only the throttle's buckets
+and the half-open breaker it probes; it does no I/O and reads the time from its ``now``
+argument.
 """
 
 from __future__ import annotations
@@ -15,28 +20,19 @@ from collections.abc import Collection, Sequence
 import msgspec
 
 from router.contracts.codes import Code, Scope, meaning
-from router.contracts.wire import quote
-from router.core.e164 import MAX_DIGITS, MIN_DIGITS, normalise
 from router.core.health import Health
-from router.core.policy import CLASSES, TRANSACTIONAL, Route, rank
-from router.core.segments import ASCII_BASIC, GSM7, MAX_CHARS, PART_GSM7, count
-from router.core.table import Entry, Quote, RouteTable
+from router.core.policy import EXPECTED_COST, Policy
+from router.core.segments import GSM7
+from router.core.table import Entry, RouteTable
 from router.core.throttle import Throttle, bucket_params
-
-MAX_TYPED = 64
-"""A destination longer than this, formatting included, is refused without parsing."""
-
-BEST_REASON = tuple(
-    f"best {c} route: lowest score (expected cost per delivered message"
-    f"{' plus latency and failure costs' if c != 'marketing' else ''})"
-    for c in CLASSES
-)
+from router.core.types import CLASSES, TRANSACTIONAL, Quote, Route
+from router.core.validation import validate
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
     """Where a message goes, or why it goes nowhere (``code`` != 0)."""
 
-    code: int  # 0 when routed, else an ``errors`` code
+    code: int  # 0 when routed, else a ``router.contracts.codes.Code``
     carrier: str | None
     price: float  # USD for the whole message: price per segment x segments
     segments: int
@@ -70,27 +66,69 @@ def refusal(code: int, detail: str = "", encoding: str = GSM7, segments: int = 0
     return Decision(code, None, 0.0, segments, encoding, reason, "", (), -1, None)
 
 
-class Router:
-    """The routing core's state: a route table (swappable), health and throttles."""
+class _Compiled:
+    """A route table and the rankings computed from it, replaced together by a swap.
 
-    __slots__ = ("_memo", "_memo_epoch", "health", "table", "throttle")
+    ``by_class[cls][entry.slot]``: the entry's routes for that class, None until ranked
+    (or since its country's health moved). ``shared[(country, cls)]``: quotes -> routes.
+    Many entries share one set of quotes (every NANP area code the same country-wide
+    aggregator prices, say): their ranking is computed once per (country, class, quotes)
+    and health publication, not once per entry.
+    """
+
+    __slots__ = ("by_class", "shared", "table")
+
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+        self.by_class: tuple[list[tuple[Route, ...] | None], ...] = tuple(
+            [None] * table.size for _ in CLASSES
+        )
+        self.shared: dict[tuple[str, int], dict[tuple[Quote, ...], tuple[Route, ...]]] = {}
+
+    def forget(self, country: str) -> None:
+        """Drop every ranking toward ``country`` (its health estimates were published)."""
+        entries = self.table.by_country.get(country, ())
+        for ranked in self.by_class:
+            for e in entries:
+                ranked[e.slot] = None
+        for cls in range(len(CLASSES)):
+            self.shared.pop((country, cls), None)
+
+
+class Router:
+    """The routing core's state: a route table with its rankings (swapped together),
+    the policy that ranks (fixed at construction), health and throttles. ``health`` is
+    fed by the shell but never replaced: the cached rankings were computed from it."""
+
+    __slots__ = ("_best", "_live", "_policy", "health", "throttle")
 
     def __init__(
-        self, table: RouteTable, health: Health | None = None, throttle: Throttle | None = None
+        self,
+        table: RouteTable,
+        health: Health | None = None,
+        throttle: Throttle | None = None,
+        policy: Policy = EXPECTED_COST,
     ) -> None:
-        self.table = table
+        self._live = _Compiled(table)
         self.health = health or Health()
         self.throttle = throttle or Throttle()
-        # Many entries share one set of quotes (every NANP area code the same country-wide
-        # aggregator prices, say): their ranking is computed once per (country, class,
-        # quotes) and health publication, not once per entry.
-        self._memo: dict[tuple[str, int], dict[tuple[Quote, ...], tuple[Route, ...]]] = {}
-        self._memo_epoch = -1
+        self._policy = policy
+        self._best = tuple(policy.reason(cls) for cls in range(len(CLASSES)))
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table decisions use now (replace it with ``swap``)."""
+        return self._live.table
 
     def swap(self, table: RouteTable) -> None:
-        """Replace the route table atomically (one reference assignment)."""
-        self.table = table
-        self._memo = {}
+        """Replace the route table and its rankings in one reference assignment: a
+        decision reads both through one reference, so it never meets the new table with
+        the old rankings or the other way round. Health and throttles carry over."""
+        self._live = _Compiled(table)
 
     def decide(
         self,
@@ -100,64 +138,17 @@ class Router:
         max_price: float | None = None,
         now: float = 0.0,
     ) -> Decision:
-        """Route one message. ``cls`` indexes ``policy.CLASSES``; ``now`` is monotonic s."""
-        d = to[1:]
-        n = len(d)
-        number = to
-        if not (d.isdigit() and d.isascii() and to[:1] == "+" and MIN_DIGITS <= n <= MAX_DIGITS):
-            norm = normalise(to) if n <= MAX_TYPED else None
-            if norm is None:
-                return refusal(
-                    Code.INVALID_DESTINATION, f"{quote(to, 40)!r} is not +digits in E.164"
-                )
-            d = norm
-            n = len(d)
-            number = "+" + d
-        nb = len(body)
-        if (
-            body.isascii()
-            and 0 < nb <= MAX_CHARS
-            and not body.encode().translate(None, ASCII_BASIC)
-        ):
-            segs = 1 if nb <= 160 else -(-nb // PART_GSM7)
-            enc = GSM7
-        else:
-            sg = count(body)
-            if sg.code:
-                return refusal(sg.code, "", sg.encoding, 0)
-            segs = sg.segments
-            enc = sg.encoding
-        table = self.table
-        get = table.by_key.get
-        e = get(d[: table.root])
-        if e is not None:
-            nxt = e.next
-            while nxt:
-                if nxt > n:  # a number shorter than the next level: rare, slow path
-                    e = table.short(d)
-                    break
-                x = get(d[:nxt])
-                if x is None:
-                    break
-                e = x
-                nxt = x.next
-        elif n < table.root:
-            e = table.short(d)
-        if e is None:
-            return refusal(Code.INVALID_DESTINATION, "unknown country code", enc, segs)
-        if n not in e.lengths:
-            return refusal(Code.INVALID_DESTINATION, f"{n} digits is not a valid length", enc, segs)
+        """Route one message. ``cls`` indexes ``CLASSES``; ``now`` is monotonic seconds."""
         health = self.health
         if now >= health.deadline:
             self.tick(now)
-        if e.epoch == health.epoch:
-            routes = e.ranked[cls]
-            if routes is None:
-                routes = self._rank(e, cls)
-        else:
-            routes = self._rank(e, cls)
-        if max_price is not None and e.cheapest * segs > max_price:
-            return self._unroutable(e, routes, segs, enc, max_price)
+        live = self._live
+        code, detail, number, segs, enc, e = validate(live.table, to, body, max_price)
+        if code:
+            return refusal(code, detail, enc, segs)
+        routes = live.by_class[cls][e.slot]
+        if routes is None:  # not ranked yet, or its country's health moved since
+            routes = self._rank(live, e, cls)
         tat = self.throttle.tat
         half_open = health.half_open
         unavailable = health.unavailable
@@ -172,35 +163,20 @@ class Router:
                     if half_open and cid in half_open:
                         health.probe_taken(cid)
                     reason = (
-                        BEST_REASON[cls]
+                        self._best[cls]
                         if not i
                         else self._spill(routes, i, segs, cls, max_price, unavailable)
                     )
-                    return Decision(
-                        0,
-                        cid,
-                        price * segs,
-                        segs,
-                        enc,
-                        reason,
-                        e.country,
-                        routes,
-                        i,
-                        max_price,
-                        number,
-                    )
+                    return Decision(0, cid, price * segs, segs, enc, reason, e.country, routes,
+                                    i, max_price, number)  # fmt: skip
             i += 1  # noqa: SIM113 - counts only skipped routes; enumerate costs every message
-        return self._unroutable(e, routes, segs, enc, max_price)
+        return self._unroutable(e, segs, enc, max_price)
 
     def tick(self, now: float) -> None:
         """Let health publish; drop the cached rankings of the countries that changed."""
-        by_country = self.table.by_country
-        memo = self._memo
+        live = self._live
         for country in self.health.tick(now):
-            for e in by_country.get(country, ()):
-                e.epoch = -1
-            for cls in range(len(CLASSES)):
-                memo.pop((country, cls), None)
+            live.forget(country)
 
     def next_route(
         self,
@@ -232,39 +208,26 @@ class Router:
         return -1
 
     def ranked(self, entry: Entry, cls: int) -> tuple[Route, ...]:
-        """The cached order of ``entry``'s carriers for ``cls``, recomputed if stale."""
-        if entry.epoch == self.health.epoch:
-            routes = entry.ranked[cls]
-            if routes is not None:
-                return routes
-        return self._rank(entry, cls)
+        """The order of ``entry``'s carriers for ``cls`` as the next decision would see
+        it (from the cache, or ranked now), every carrier included."""
+        live = self._live
+        routes = live.by_class[cls][entry.slot]
+        return routes if routes is not None else self._rank(live, entry, cls)
 
-    def _rank(self, e: Entry, cls: int) -> tuple[Route, ...]:
-        health = self.health
-        ranked = e.ranked
-        if e.epoch != health.epoch or isinstance(ranked, tuple):
-            ranked = e.ranked = [None, None, None]
-            e.epoch = health.epoch
-        if self._memo_epoch != health.epoch:  # the whole health was replaced or reset
-            self._memo = {}
-            self._memo_epoch = health.epoch
+    def _rank(self, live: _Compiled, e: Entry, cls: int) -> tuple[Route, ...]:
         country = e.country
-        memo = self._memo.get((country, cls))
-        if memo is None:
-            memo = self._memo[(country, cls)] = {}
+        shared = live.shared.get((country, cls))
+        if shared is None:
+            shared = live.shared[(country, cls)] = {}
         quotes = e.quotes
-        routes = memo.get(quotes)
+        routes = shared.get(quotes)
         if routes is None:
             # Every carrier is ranked, open breakers too: decide() skips those, so a
             # breaker opening or closing never costs a re-rank.
-            routes = memo[quotes] = rank(
-                quotes,
-                self.table.carriers,
-                cls,
-                lambda c: health.estimate(c, country),
-                bucket_params,
+            routes = shared[quotes] = self._policy.rank(
+                quotes, live.table.carriers, cls, country, self.health.estimate, bucket_params
             )
-        ranked[cls] = routes
+        live.by_class[cls][e.slot] = routes
         return routes
 
     @staticmethod
@@ -286,26 +249,10 @@ class Router:
         )
         return f"rank {chosen + 1} for {CLASSES[cls]}, spilled over from: {skipped}"
 
-    def _unroutable(
-        self,
-        e: Entry,
-        routes: tuple[Route, ...],
-        segs: int,
-        enc: str,
-        max_price: float | None,
-    ) -> Decision:
-        quotes = e.quotes
-        if not quotes:
-            return refusal(Code.NO_ROUTE, f"+{e.prefix} ({e.country})", enc, segs)
-        if max_price is not None and e.cheapest * segs > max_price:
-            return refusal(
-                Code.NO_ROUTE_WITHIN_PRICE,
-                f"cheapest is {e.cheapest * segs:.5f} USD for {segs} segment(s), "
-                f"max_price {max_price}",
-                enc,
-                segs,
-            )
-        affordable = [q for q in quotes if max_price is None or q.price * segs <= max_price]
+    def _unroutable(self, e: Entry, segs: int, enc: str, max_price: float | None) -> Decision:
+        """A valid, affordable message no carrier can take now: all behind open breakers
+        (39001), or some at their throughput cap (30001, the worker holds and retries)."""
+        affordable = [q for q in e.quotes if max_price is None or q.price * segs <= max_price]
         blocked = self.health.unavailable
         if all(q.carrier in blocked for q in affordable):
             return refusal(Code.CARRIERS_UNAVAILABLE, "", enc, segs)

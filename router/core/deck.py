@@ -1,4 +1,6 @@
-"""Rate deck import: one carrier's CSV price list.
+"""Rate deck import: one carrier's CSV price list. The one deck reader: the router, the
+simulator (``carriers.deck.read_prices``, ``carriers.network``) and the load generator
+(``router.tools.load.numbers``) all read decks here.
 
 Layout (header line exactly as shown; stdlib ``csv`` dialect, fields may be quoted)::
 
@@ -124,11 +126,15 @@ def in_force(rows: Iterable[RateRow], as_of: dt.date) -> dict[str, Rate]:
     return {p: Rate(r.prefix, r.destination, r.price) for p, r in best.items()}
 
 
-def load_deck(path: Path, as_of: dt.date | None = None) -> dict[str, Rate]:
-    """Read one deck file and return the rates in force on ``as_of`` (default: today)."""
+def read_rows(path: Path) -> list[RateRow]:
+    """Every row of one deck file, every date included, validated; raises DeckError."""
     try:
         with path.open(encoding="utf-8", newline="") as f:
-            rows = list(parse_rows(f, str(path)))
+            return list(parse_rows(f, str(path)))
     except FileNotFoundError:
         raise DeckError(str(path), 0, "rate deck file not found") from None
-    return in_force(rows, as_of or dt.date.today())
+
+
+def load_deck(path: Path, as_of: dt.date | None = None) -> dict[str, Rate]:
+    """Read one deck file and return the rates in force on ``as_of`` (default: today)."""
+    return in_force(read_rows(path), as_of or dt.date.today())

@@ -6,9 +6,12 @@
   ``tick`` (due every ``refresh_s``) publishes the averages that moved by a material step
   (``rate_step`` in delivery rate, ``latency_step`` relative latency) and returns their
   countries; the router then invalidates the cached rankings of those countries' table
-  entries only. Rankings are recomputed lazily, per entry and class, by the next message
-  that needs one: health reaches the ranking within ``refresh_s``, noise does not churn
-  the caches, and no message pays for more than its own entry's re-rank.
+  entries only. ``tick`` is the only thing that changes what ``estimate`` returns, so the
+  countries it returns are all a ranking cache must drop: whoever caches rankings calls
+  ``tick`` (``Router.tick`` does, from ``Router.decide`` once ``deadline`` has passed).
+  Rankings are recomputed lazily, per entry and class, by the next message that needs
+  one: health reaches the ranking within ``refresh_s``, noise does not churn the caches,
+  and no message pays for more than its own entry's re-rank.
 - Per carrier: a circuit breaker. ``failure_threshold`` consecutive submit failures or
   timeouts, a carrier-wide delivery rate collapsing below ``collapse_rate``, or an
   ``offline`` status open it. After ``cooldown_s`` (doubling on each failed probe, up to
@@ -27,7 +30,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-from router.core.table import Carrier
+from router.core.types import Carrier
 
 
 class Breaker(Enum):
@@ -79,14 +82,12 @@ class Health:
         "_pending",
         "config",
         "deadline",
-        "epoch",
         "half_open",
         "unavailable",
     )
 
     def __init__(self, config: HealthConfig | None = None) -> None:
         self.config = config or HealthConfig()
-        self.epoch = 0
         self.deadline = -math.inf  # tick() is due when now >= deadline
         self.half_open: set[str] = set()  # carriers whose breaker lets one probe through
         self.unavailable: set[str] = set()  # open or probing: skipped when choosing

@@ -10,7 +10,8 @@ from router.contracts import network_file
 from router.core.deck import load_deck
 from router.core.e164 import CountryData, load_country_data
 from router.core.errors import NetworkError
-from router.core.table import Carrier, RouteTable
+from router.core.table import RouteTable
+from router.core.types import Carrier
 
 
 def example_network() -> Path:

@@ -15,55 +15,34 @@ Compilation (once per deck load, never per message):
    ``d[:next]`` while the entry has a next level; a miss means the current entry is the
    answer. Typical numbers take two or three dict probes at any table size.
 
-A rebuilt ``RouteTable`` replaces the old one by a single assignment
-(``Router.table = new``): in-flight decisions finish on the table they started with.
+A ``RouteTable`` is immutable once built: nothing in it changes after ``__init__``, and
+nothing routing learns (rankings, health, throttles) is stored in it. The router keeps
+its caches beside the table and replaces both together (``Router.swap``): in-flight
+decisions finish on the table they started with.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
 
 from router.core.e164 import UNKNOWN_COUNTRY, CountryData
+from router.core.types import Carrier, Quote
 
-if TYPE_CHECKING:
-    from router.core.policy import Route
+__all__ = ["Carrier", "Entry", "Quote", "RouteTable"]
 
 MIN_ROOT_KEYS = 2_000  # the root level may always expand to this many keys
 MIN_NODE_KEYS = 100  # any branch may expand to this many keys ...
 KEYS_PER_PREFIX = 4  # ... or this many per real prefix below it, whichever is more
 
 
-@dataclass(frozen=True, slots=True)
-class Carrier:
-    """A carrier as the routing core sees it (advertised figures are health priors)."""
-
-    id: str
-    name: str
-    kind: str  # "direct" or "aggregator"
-    latency_s: float
-    delivery_rate: float
-    throughput_mps: float
-
-
-class Quote(NamedTuple):
-    """A carrier's rate for a destination: its own longest matching deck prefix."""
-
-    carrier: str
-    price: float  # USD per segment
-    prefix: str
-    destination: str
-
-
-_UNRANKED: tuple[None, None, None] = (None, None, None)
-
-
 class Entry:
-    """What a table key resolves to. ``ranked`` caches per-class orders (see Router)."""
+    """What a table key resolves to: plain data. ``next`` and ``slot`` are set while the
+    table is built and never after: ``slot`` numbers the entries a lookup can return,
+    0 .. ``RouteTable.size - 1``, so the router can keep its rankings in lists indexed by
+    slot beside the table (a list index costs less than a dict probe per message)."""
 
-    __slots__ = ("cheapest", "country", "epoch", "lengths", "next", "prefix", "quotes", "ranked")
+    __slots__ = ("cheapest", "country", "lengths", "next", "prefix", "quotes", "slot")
 
     def __init__(
         self,
@@ -79,9 +58,7 @@ class Entry:
         self.quotes = quotes  # one per carrier, each at its longest matching prefix
         self.cheapest = min([q.price for q in quotes]) if quotes else math.inf  # per segment
         self.next = next_len  # length of the next trie level below this key; 0: leaf
-        self.epoch = -1  # health epoch the cached orders were computed under
-        # per class; a shared empty tuple until first ranked (saves a list per entry)
-        self.ranked: list[tuple[Route, ...] | None] | tuple[None, None, None] = _UNRANKED
+        self.slot = -1  # this entry's index among the table's reachable entries
 
     def branch(self, next_len: int) -> Entry:
         return Entry(self.prefix, self.country, self.lengths, self.quotes, next_len)
@@ -100,9 +77,14 @@ def _suffixes(n: int, cache: dict[int, list[str]]) -> list[str]:
 
 
 class RouteTable:
-    """Compiled carriers, quotes and the lookup dict. Immutable once built."""
+    """Compiled carriers, quotes and the lookup dict. Immutable once built.
 
-    __slots__ = ("budget", "by_country", "by_key", "carriers", "entries", "root")
+    ``by_country`` lists every entry a lookup can return (trie keys and real prefixes),
+    by ISO region: what the router drops from its caches when a country's health moves.
+    ``size``: how many such entries there are (their ``slot`` numbers).
+    """
+
+    __slots__ = ("budget", "by_country", "by_key", "carriers", "entries", "probe", "root", "size")
 
     def __init__(
         self,
@@ -127,9 +109,14 @@ class RouteTable:
         self.entries = self._inherit(own, countries)
         self.by_key: dict[str, Entry] = {}
         self.root = self._expand(sorted(self.entries, key=len))
+        self.probe = self.by_key.get  # bound once: the hot path's one dict probe per level
         self.by_country: dict[str, list[Entry]] = {}
-        for e in {id(e): e for e in self.by_key.values()}.values():
+        reachable = {id(e): e for e in self.by_key.values()}
+        reachable.update((id(e), e) for e in self.entries.values())  # via short()
+        for slot, e in enumerate(reachable.values()):
+            e.slot = slot
             self.by_country.setdefault(e.country, []).append(e)
+        self.size = len(reachable)
 
     @staticmethod
     def _inherit(own: dict[str, list[Quote]], countries: CountryData) -> dict[str, Entry]:

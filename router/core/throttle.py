@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from router.core.table import Carrier
+from router.core.types import Carrier
 
 BURST_SECONDS: Final = 1.0  # a bucket holds one second of the carrier's throughput
 SLACK: Final = 1e-9  # absorbs float rounding in accumulated arrival times

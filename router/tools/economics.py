@@ -2,31 +2,36 @@
 
 Every policy sees identical requests in identical order (the load generator's seeded
 traffic model, ``router.tools.load``) and a fresh set of simulated carriers built from the
-same network directory, so each carrier's random stream starts from the same seed.
-Carriers are the real ``carriers.endpoint.Endpoint``: a submit decides the result
-(accepted, or rejected: throttled by the true cap, random failures) and, for an accepted
-message, whether it reaches the handset and when its report is due (or that the report
-is lost). No brokers: one virtual clock and one heap of timed events, so results and
-delivery reports come back after their delays and feed health in time order.
+same network directory, so each carrier's random stream starts from the same seed
+(``router.tools.economics_world``). Carriers are the real ``carriers.endpoint.Endpoint``:
+a submit decides the result (accepted, or rejected: throttled by the true cap, random
+failures) and, for an accepted message, whether it reaches the handset and when its
+report is due (or that the report is lost). No brokers: one virtual clock and one heap of
+timed events, so results and delivery reports come back after their delays and feed
+health in time order.
 
-Policies:
+Every policy is a ``router.core.policy.Policy`` (the protocol the router ranks with), and
+a *contender* drives it:
 
-- ``supernet``: the routing core (``Router.decide``) with its health learning from the
-  delivery reports, throttles, breakers, and the worker's failover on a reject
-  (``router.engine.pipeline.Pipeline.failover``: the next affordable route that is neither
+- ``supernet``: the routing core (``Router.decide``) with the default policy and its
+  health learning from the delivery reports, throttles, breakers, and the worker's
+  failover on a reject (``Router.next_route``: the next affordable route that is neither
   broken nor at its cap, up to ``MAX_ATTEMPTS`` attempts). A message for which every
   affordable carrier is at its cap is held and retried every ``HOLD_RETRY_S`` as the
   worker does, until its validity period passes.
-- ``oracle``: the same router, ranking formula, throttles and breakers, but its health
-  reports every carrier's true delivery probability and mean latency towards each
-  country (``simulation.json``) instead of learned averages.
-- ``always-direct``: the cheapest direct carrier within ``max_price``; aggregators only
-  when no direct carrier has a route. On a reject, the next one in that order.
-- ``always-cheapest``: the lowest price per segment within ``max_price``, any kind; on a
-  reject, the next cheapest.
+- ``oracle``: the same router, throttles and breakers with the ``Oracle`` policy: the
+  default formula fed every carrier's true delivery probability and mean latency towards
+  each country (``simulation.json``) instead of learned averages.
+- ``always-direct`` (``DirectFirst``): the cheapest direct carrier within ``max_price``;
+  aggregators only when no direct carrier has a route. On a reject, the next one in that
+  order.
+- ``always-cheapest`` (``CheapestFirst``): the lowest price per segment within
+  ``max_price``, any kind; on a reject, the next cheapest.
 
-The two baselines learn nothing: no health, no breakers and no throttles of their own;
-a carrier past its cap rejects them (30001) and they fail over, up to ``MAX_ATTEMPTS``.
+The two baselines are driven statically (``StaticContender``): no health, no breakers
+and no throttles of their own; a carrier past its cap rejects them (30001) and they fail
+over, up to ``MAX_ATTEMPTS``. To add a policy: write a ``Policy``, give it a name in
+``POLICIES`` and build its contender in ``make_contender``.
 
 Figures per policy (``PolicyResult``): requests, requests with a route (a valid
 destination and body, and a carrier within ``max_price``; the same for every policy),
@@ -41,36 +46,53 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
-import phonenumbers
-
-from carriers import deck, simulation
-from carriers.endpoint import SUBMIT_LATENCY_SIGMA, Endpoint
-from carriers.ledger import Ledger
-from carriers.simulation import CarrierTruth
-from router.contracts import network_file
 from router.contracts.codes import Code
 from router.contracts.interconnect import SubmitItem, SubmitResult
 from router.core.decision import Router
-from router.core.e164 import normalise
-from router.core.health import Health, HealthConfig
-from router.core.network import load_network
-from router.core.policy import CLASS_INDEX, Route
-from router.core.segments import count
-from router.core.table import Carrier, Quote, RouteTable
-from router.tools.load.mix import Mix
-from router.tools.load.numbers import build_plan
-from router.tools.load.traffic import Traffic
+from router.core.health import Health
+from router.core.policy import EXPECTED_COST, CheapestFirst, DirectFirst, ExpectedCost, Policy
+from router.core.throttle import bucket_params
+from router.core.types import BucketParams, Carrier, Estimate, Quote, Route
+from router.tools.economics_world import (
+    WALL_BASE_MS,
+    Job,
+    Network,
+    check,
+    prepare,
+    true_estimate,
+)
+
+__all__ = [
+    "HOLD_RETRY_S",
+    "MAX_ATTEMPTS",
+    "POLICIES",
+    "CheapestFirst",
+    "Contender",
+    "DirectFirst",
+    "Job",
+    "Network",
+    "Observer",
+    "Oracle",
+    "PolicyResult",
+    "RouterContender",
+    "StaticContender",
+    "advertised",
+    "check",
+    "compare",
+    "make_contender",
+    "prepare",
+    "simulate",
+    "true_estimate",
+]
 
 POLICIES: Final = ("supernet", "always-direct", "always-cheapest", "oracle")
 MAX_ATTEMPTS: Final = 3  # the worker's default (router.engine.settings max_attempts)
 HOLD_RETRY_S: Final = 0.01  # the worker looks at held requests this often (worker.TIMER_S)
-MAX_HOLD_S: Final = 60.0  # a held request without a validity period gives up after this
-WALL_BASE_MS: Final = 1_763_740_800_000  # wall clock at virtual time 0 (created_at, ts)
 
 
 @dataclass(frozen=True)
@@ -95,145 +117,51 @@ class PolicyResult:
     spilled: int = 0  # decisions that passed over a better route at its cap (its throttle)
 
 
-# -- the traffic ----------------------------------------------------------------------
+# -- the oracle: a router.core.policy.Policy that knows the simulator's truth ----------
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One request, prepared once and shared by every policy."""
+class Oracle:
+    """The default formula fed the simulator's truth (``truth(carrier id, country)`` ->
+    (delivery probability, mean latency s)) instead of health's estimates."""
 
-    id: str
-    to: str
-    body: str
-    account: str
-    cls: int  # policy.CLASSES index
-    max_price: float | None
-    at: float  # virtual arrival time, seconds
-    deadline: float  # virtual time past which it may not be submitted (validity)
-    code: int  # 0: has a route; else the refusal code every policy gives
-    segments: int
-    encoding: str
-    country: str  # ISO region of the destination ("" when refused)
-    quotes: tuple[Quote, ...]  # every carrier within max_price (empty when refused)
-
-
-def prepare(table: RouteTable, count_: int, seed: int, rate: float, network: Path) -> list[Job]:
-    """``count_`` requests from the load generator's default mix, arriving evenly at
-    ``rate`` per second of virtual time, each checked against the table once."""
-    traffic = Traffic(build_plan(network, seed), Mix(), seed, "econ-")
-    jobs = []
-    for i in range(count_):
-        at = i / rate
-        r = traffic.next(created_at=WALL_BASE_MS + round(at * 1000))
-        deadline = at + r.validity_s if r.validity_s is not None else at + MAX_HOLD_S
-        code, segs, enc, country, quotes = check(table, r.to, r.body, r.max_price)
-        cls = CLASS_INDEX[r.cls]
-        account = r.account or ""
-        job = Job(r.id, r.to, r.body, account, cls, r.max_price, at, deadline, code, segs, enc,
-                  country, quotes)  # fmt: skip
-        jobs.append(job)
-    return jobs
-
-
-def check(
-    table: RouteTable, to: str, body: str, max_price: float | None
-) -> tuple[int, int, str, str, tuple[Quote, ...]]:
-    """(code, segments, encoding, country, affordable quotes): the stateless part of
-    ``Router.decide``, whose refusals (bad number, bad body, no route, none within
-    max_price) do not depend on health or throttles."""
-    sg = count(body)
-    if sg.code:
-        return sg.code, 0, sg.encoding, "", ()
-    digits = normalise(to)
-    e = table.lookup(digits) if digits is not None else None
-    if digits is None or e is None or len(digits) not in e.lengths:
-        return Code.INVALID_DESTINATION, sg.segments, sg.encoding, "", ()
-    if not e.quotes:
-        return Code.NO_ROUTE, sg.segments, sg.encoding, e.country, ()
-    quotes = tuple(q for q in e.quotes if max_price is None or q.price * sg.segments <= max_price)
-    if not quotes:
-        return Code.NO_ROUTE_WITHIN_PRICE, sg.segments, sg.encoding, e.country, ()
-    return 0, sg.segments, sg.encoding, e.country, quotes
-
-
-# -- the simulated network ------------------------------------------------------------
-
-
-class Network:
-    """A network directory loaded once: the route table, and what builds fresh carriers."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.table = load_network(directory)
-        spec = network_file.load(directory)
-        self.specs = {c.id: c for c in spec.carriers}
-        self.truths = {t.id: t for t in simulation.load(directory).carriers}
-        self.prices = {c.id: deck.read_prices(directory / c.deck) for c in spec.carriers}
-        self._truth_cache: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def endpoints(self) -> tuple[dict[str, Endpoint], Ledger]:
-        """Fresh endpoints (as ``carriers.network.load_endpoints`` builds them): full
-        buckets at virtual time 0, every random stream from its carrier's seed."""
-        ledger = Ledger(self.specs)
-        return {
-            cid: Endpoint(spec, self.truths[cid], self.prices[cid], ledger[cid], 0.0)
-            for cid, spec in self.specs.items()
-        }, ledger
-
-    def reset(self) -> None:
-        """Drop every cached ranking in the shared table (as ``Router.tick`` does for a
-        country), so that a new router's health epoch 0 cannot meet a stale cache."""
-        for e in self.table.entries.values():
-            e.epoch = -1
-        for e in self.table.by_key.values():
-            e.epoch = -1
-
-    def truth(self, carrier: str, country: str) -> tuple[float, float]:
-        """(true delivery probability, true mean submit-to-report seconds) of ``carrier``
-        towards the ISO region ``country``, from ``simulation.json``."""
-        key = (carrier, country)
-        hit = self._truth_cache.get(key)
-        if hit is None:
-            hit = self._truth_cache[key] = true_estimate(self.truths[carrier], country)
-        return hit
-
-
-def true_estimate(truth: CarrierTruth, country: str) -> tuple[float, float]:
-    """What ``Endpoint`` really does towards ``country``: its delivery probability and
-    the mean of submit latency plus report delay (both lognormal), in seconds."""
-    code = phonenumbers.country_code_for_region(country) if len(country) == 2 else 0
-    dest = truth.destinations.get(str(code)) if code else None
-    probability, factor = (
-        (dest.delivery_probability, dest.latency_factor)
-        if dest is not None
-        else (truth.delivery_probability, 1.0)
-    )
-    submit_s = truth.submit_latency_ms * math.exp(SUBMIT_LATENCY_SIGMA**2 / 2) / 1000.0
-    report_s = truth.report_delay_ms * factor * math.exp(truth.report_delay_sigma**2 / 2) / 1000.0
-    return probability, submit_s + report_s
-
-
-class TruthHealth(Health):
-    """Health that knows the simulator's truth: ``estimate`` returns every carrier's
-    true delivery probability and latency. Breakers work as in ``Health``."""
-
-    __slots__ = ("_truth",)
+    __slots__ = ("_formula", "_truth")
 
     def __init__(
-        self, truth: Callable[[str, str], tuple[float, float]], config: HealthConfig | None = None
+        self,
+        truth: Callable[[str, str], tuple[float, float]],
+        formula: ExpectedCost = EXPECTED_COST,
     ) -> None:
-        super().__init__(config)
         self._truth = truth
+        self._formula = formula
 
-    def estimate(self, carrier: Carrier, country: str) -> tuple[float, float]:
+    def _estimate(self, carrier: Carrier, country: str) -> tuple[float, float]:
         return self._truth(carrier.id, country)
 
+    def rank(
+        self,
+        quotes: Iterable[Quote],
+        carriers: Mapping[str, Carrier],
+        cls: int,
+        country: str,
+        estimate: Estimate,
+        bucket: BucketParams,
+    ) -> tuple[Route, ...]:
+        return self._formula.rank(quotes, carriers, cls, country, self._estimate, bucket)
 
-# -- policies -------------------------------------------------------------------------
+    def reason(self, cls: int) -> str:
+        return "oracle: " + self._formula.reason(cls)
+
+
+def advertised(carrier: Carrier, country: str) -> tuple[float, float]:
+    """The carrier's advertised figures: the estimates of a contender that learns nothing."""
+    return carrier.delivery_rate, carrier.latency_s
+
+
+# -- the contenders: how each policy is driven -------------------------------------------
 
 
 class Flight:
-    """A message in flight under one policy."""
+    """A message in flight under one contender."""
 
     __slots__ = ("attempt", "carrier", "held", "index", "job", "price", "routes", "submitted_at")
 
@@ -241,20 +169,21 @@ class Flight:
         self.job = job
         self.attempt = 0
         self.index = -1  # the current route in ``routes``
-        self.routes: Sequence[Route] | Sequence[Quote] = ()
+        self.routes: Sequence[Route] = ()
         self.carrier = ""
         self.price = 0.0  # quoted price per segment of the current attempt
         self.submitted_at = 0.0
         self.held = False
 
 
-HOLD: Final = -1  # Policy.start: every affordable carrier is at its cap; retry later
-EXHAUSTED: Final = -2  # Policy.failover: no attempt left; the last reject is the outcome
+HOLD: Final = -1  # Contender.start: every affordable carrier is at its cap; retry later
+EXHAUSTED: Final = -2  # Contender.failover: no attempt left; the last reject is the outcome
 
 
-class Policy:
-    """How one policy chooses, fails over and learns. ``start`` and ``failover`` set
-    the flight's carrier and return 0, or return a failure code (or ``HOLD``)."""
+class Contender:
+    """How one policy chooses, fails over and learns in the run. ``start`` and
+    ``failover`` set the flight's carrier and return 0, or return a failure code (or
+    ``HOLD``)."""
 
     name = ""
     spilled = 0  # decisions that passed over a better affordable route at its cap
@@ -277,13 +206,14 @@ class Policy:
         """A delivery report arrived."""
 
 
-class RouterPolicy(Policy):
-    """supernet (learned health) or the oracle (true health): the real routing core."""
+class RouterContender(Contender):
+    """The real routing core with its policy (supernet: the default; the oracle's),
+    health, throttles and breakers."""
 
-    def __init__(self, name: str, table: RouteTable, health: Health) -> None:
+    def __init__(self, name: str, router: Router) -> None:
         self.name = name
-        self.router = Router(table, health)
-        self.carriers = table.carriers
+        self.router = router
+        self.carriers = router.table.carriers
 
     def start(self, f: Flight, now: float) -> int:
         j = f.job
@@ -303,7 +233,7 @@ class RouterPolicy(Policy):
         """``Pipeline.failover``: the next affordable route, not broken, under its cap."""
         if f.attempt >= MAX_ATTEMPTS:
             return EXHAUSTED
-        routes = cast("Sequence[Route]", f.routes)  # supernet's flights hold Routes
+        routes = f.routes
         i = self.router.next_route(routes, f.index, f.job.segments, f.job.max_price, now)
         if i < 0:
             return EXHAUSTED
@@ -323,15 +253,25 @@ class RouterPolicy(Policy):
         self.router.health.delivery(self.carriers[carrier], country, delivered, latency_s, now)
 
 
-class StaticPolicy(Policy):
-    """A fixed order of the affordable quotes; no learning, no throttles, no breakers."""
+class StaticContender(Contender):
+    """The policy's order of the affordable quotes, ranked on the advertised figures;
+    no learning, no throttles, no breakers."""
 
-    def __init__(self, name: str, order: Callable[[Iterable[Quote]], list[Quote]]) -> None:
+    def __init__(self, name: str, policy: Policy, carriers: Mapping[str, Carrier]) -> None:
         self.name = name
-        self.order = order
+        self.policy = policy
+        self.carriers = carriers
+        # a Policy is pure (see its protocol): the same quotes, class and country rank alike
+        self._ranked: dict[tuple[tuple[Quote, ...], int, str], tuple[Route, ...]] = {}
 
     def start(self, f: Flight, now: float) -> int:
-        routes = self.order(f.job.quotes)
+        j = f.job
+        key = (j.quotes, j.cls, j.country)
+        routes = self._ranked.get(key)
+        if routes is None:
+            routes = self._ranked[key] = self.policy.rank(
+                j.quotes, self.carriers, j.cls, j.country, advertised, bucket_params
+            )
         f.routes, f.index, f.carrier, f.price = routes, 0, routes[0].carrier, routes[0].price
         return 0
 
@@ -339,34 +279,22 @@ class StaticPolicy(Policy):
         i = f.index + 1
         if f.attempt >= MAX_ATTEMPTS or i >= len(f.routes):
             return EXHAUSTED
-        q = f.routes[i]
-        f.index, f.carrier, f.price = i, q.carrier, q.price
+        r = f.routes[i]
+        f.index, f.carrier, f.price = i, r.carrier, r.price
         return 0
 
 
-def direct_first(carriers: dict[str, Carrier]) -> Callable[[Iterable[Quote]], list[Quote]]:
-    def order(quotes: Iterable[Quote]) -> list[Quote]:
-        return sorted(
-            quotes, key=lambda q: (carriers[q.carrier].kind != "direct", q.price, q.carrier)
-        )
-
-    return order
-
-
-def cheapest_first(quotes: Iterable[Quote]) -> list[Quote]:
-    return sorted(quotes, key=lambda q: (q.price, q.carrier))
-
-
-def make_policy(name: str, net: Network) -> Policy:
+def make_contender(name: str, net: Network) -> Contender:
+    """The contender for the policy called ``name`` (one of ``POLICIES``) on ``net``."""
     carriers = net.table.carriers
     if name == "supernet":
-        return RouterPolicy(name, net.table, Health())
+        return RouterContender(name, Router(net.table, Health()))
     if name == "oracle":
-        return RouterPolicy(name, net.table, TruthHealth(net.truth))
+        return RouterContender(name, Router(net.table, Health(), policy=Oracle(net.truth)))
     if name == "always-direct":
-        return StaticPolicy(name, direct_first(carriers))
+        return StaticContender(name, DirectFirst(), carriers)
     if name == "always-cheapest":
-        return StaticPolicy(name, cheapest_first)
+        return StaticContender(name, CheapestFirst(), carriers)
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
 
 
@@ -389,33 +317,33 @@ _REPORT: Final = 1
 _Event = tuple[float, int, int, Flight, SubmitResult | None, bool, float]
 
 
-def simulate(
-    policy: Policy, jobs: Sequence[Job], net: Network, observer: Observer | None = None
-) -> PolicyResult:
-    """Run ``jobs`` through ``policy`` on fresh endpoints, on a virtual clock, until the
-    last delivery report is in."""
-    endpoints, ledger = net.endpoints()
-    aggregators = {cid for cid, c in net.table.carriers.items() if c.kind == "aggregator"}
-    watch = observer or Observer()
-    heap: list[_Event] = []
-    push = heapq.heappush
-    seq = 0
-    held: deque[Flight] = deque()
-    retry_at = math.inf
-    sent = delivered = on_aggregators = reported = reported_delivered = 0
-    failed = throttled = held_count = submits = flights = failovers = 0
-    cost = 0.0
+class _Run:
+    """One contender over the jobs: the event heap, the held messages and the counts."""
 
-    def submit(f: Flight, now: float) -> None:
-        nonlocal seq, submits, flights, failovers
+    def __init__(self, contender: Contender, net: Network, observer: Observer) -> None:
+        self.contender = contender
+        self.endpoints, self.ledger = net.endpoints()
+        self.aggregators = {cid for cid, c in net.table.carriers.items() if c.kind == "aggregator"}
+        self.watch = observer
+        self.heap: list[_Event] = []
+        self.seq = 0
+        self.held: deque[Flight] = deque()
+        self.retry_at = math.inf
+        self.sent = self.delivered = self.on_aggregators = 0
+        self.reported = self.reported_delivered = 0
+        self.failed = self.throttled = self.held_count = 0
+        self.submits = self.flights = self.failovers = 0
+        self.cost = 0.0
+
+    def submit(self, f: Flight, now: float) -> None:
         f.attempt += 1
-        submits += 1
+        self.submits += 1
         if f.attempt == 1:
-            flights += 1
+            self.flights += 1
         else:
-            failovers += 1
+            self.failovers += 1
         j = f.job
-        ep = endpoints[f.carrier]
+        ep = self.endpoints[f.carrier]
         wall = WALL_BASE_MS + round(now * 1000)
         item = SubmitItem(
             id=j.id, to=j.to, carrier=f.carrier, account=j.account, segments=j.segments,
@@ -425,97 +353,123 @@ def simulate(
         out = ep.submit(item, now, wall)
         if out is None:  # offline: no scenario here takes a carrier down
             raise RuntimeError(f"carrier {f.carrier} is offline in a run without faults")
-        watch.submitted(j, f.carrier, f.attempt, now)
-        seq += 1
-        push(heap, (out.result_at, seq, _RESULT, f, out.result, ep.ledger.delivered > before, 0.0))
+        self.watch.submitted(j, f.carrier, f.attempt, now)
+        ok = ep.ledger.delivered > before
+        self.push((out.result_at, 0, _RESULT, f, out.result, ok, 0.0))
         rep = out.report
         if rep is not None:
-            seq += 1
             ok = rep.status == "delivered"
-            push(heap, (out.report_at, seq, _REPORT, f, None, ok, out.report_at - now))
+            self.push((out.report_at, 0, _REPORT, f, None, ok, out.report_at - now))
 
-    def begin(f: Flight, now: float) -> None:
-        nonlocal failed, held_count, retry_at
-        code = policy.start(f, now)
+    def push(self, event: _Event) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (event[0], self.seq, *event[2:]))
+
+    def begin(self, f: Flight, now: float) -> None:
+        code = self.contender.start(f, now)
         if code == 0:
-            submit(f, now)
+            self.submit(f, now)
         elif code == HOLD:
             if not f.held:
                 f.held = True
-                held_count += 1
-            held.append(f)
-            retry_at = min(retry_at, now + HOLD_RETRY_S)
+                self.held_count += 1
+            self.held.append(f)
+            self.retry_at = min(self.retry_at, now + HOLD_RETRY_S)
         else:
-            failed += 1
+            self.failed += 1
 
-    i, n = 0, len(jobs)
-    while True:
-        arrival = jobs[i].at if i < n else math.inf
-        due = heap[0][0] if heap else math.inf
-        if retry_at <= due and retry_at <= arrival and retry_at < math.inf:
-            now, retry_at = retry_at, math.inf
-            for _ in range(len(held)):
-                f = held.popleft()
-                if now > f.job.deadline:
-                    failed += 1  # expired while held (the worker's 30036)
-                else:
-                    begin(f, now)
-        elif due <= arrival and due < math.inf:
-            now, _, kind, f, result, ok, latency = heapq.heappop(heap)
-            if kind == _REPORT:
-                reported += 1
-                reported_delivered += ok
-                policy.report(f.carrier, f.job.country, ok, latency, now)
-                continue
-            assert result is not None
-            if result.accepted:
-                policy.accepted(f.carrier)
-                sent += 1
-                bill = result.price * f.job.segments
-                cost += bill
-                delivered += ok
-                on_aggregators += f.carrier in aggregators
-                watch.sent(f.job, f.carrier, bill, ok)
+    def retry_held(self, now: float) -> None:
+        self.retry_at = math.inf
+        for _ in range(len(self.held)):
+            f = self.held.popleft()
+            if now > f.job.deadline:
+                self.failed += 1  # expired while held (the worker's 30036)
             else:
-                code = result.code or 0
-                throttled += code == Code.QUEUE_OVERFLOW
-                policy.rejected(f.carrier, code, now)
-                if policy.failover(f, now) == 0:
-                    submit(f, now)
-                else:
-                    failed += 1
-        elif i < n:
-            j = jobs[i]
-            i += 1
-            if j.code == 0:
-                begin(Flight(j), j.at)
-        else:
-            break
+                self.begin(f, now)
 
-    truth = sum(c.delivered for c in ledger.carriers.values())
-    if truth != delivered:
-        raise AssertionError(f"{policy.name}: {delivered} delivered counted, ledger {truth}")
-    routed = sum(1 for j in jobs if j.code == 0)
-    return PolicyResult(
-        name=policy.name,
-        requests=len(jobs),
-        routed=routed,
-        sent=sent,
-        delivered=delivered,
-        delivery_rate=delivered / routed if routed else 0.0,
-        cost_usd=cost,
-        cost_per_delivered_usd=cost / delivered if delivered else math.inf,
-        mean_attempts=submits / flights if flights else 0.0,
-        failovers=failovers,
-        aggregator_share=on_aggregators / sent if sent else 0.0,
-        reported=reported,
-        reported_delivered=reported_delivered,
-        reported_delivery_rate=reported_delivered / reported if reported else 0.0,
-        failed=failed,
-        throttled=throttled,
-        held=held_count,
-        spilled=policy.spilled,
-    )
+    def next_event(self) -> None:
+        now, _, kind, f, result, ok, latency = heapq.heappop(self.heap)
+        c = self.contender
+        if kind == _REPORT:
+            self.reported += 1
+            self.reported_delivered += ok
+            c.report(f.carrier, f.job.country, ok, latency, now)
+            return
+        assert result is not None
+        if result.accepted:
+            c.accepted(f.carrier)
+            self.sent += 1
+            bill = result.price * f.job.segments
+            self.cost += bill
+            self.delivered += ok
+            self.on_aggregators += f.carrier in self.aggregators
+            self.watch.sent(f.job, f.carrier, bill, ok)
+        else:
+            code = result.code or 0
+            self.throttled += code == Code.QUEUE_OVERFLOW
+            c.rejected(f.carrier, code, now)
+            if c.failover(f, now) == 0:
+                self.submit(f, now)
+            else:
+                self.failed += 1
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        """Arrivals, held retries and timed events in time order (held retries first,
+        then events, then arrivals at equal times) until nothing is left."""
+        i, n = 0, len(jobs)
+        while True:
+            arrival = jobs[i].at if i < n else math.inf
+            due = self.heap[0][0] if self.heap else math.inf
+            retry_at = self.retry_at
+            if retry_at <= due and retry_at <= arrival and retry_at < math.inf:
+                self.retry_held(retry_at)
+            elif due <= arrival and due < math.inf:
+                self.next_event()
+            elif i < n:
+                j = jobs[i]
+                i += 1
+                if j.code == 0:
+                    self.begin(Flight(j), j.at)
+            else:
+                break
+
+    def result(self, jobs: Sequence[Job]) -> PolicyResult:
+        name = self.contender.name
+        truth = sum(c.delivered for c in self.ledger.carriers.values())
+        if truth != self.delivered:
+            raise AssertionError(f"{name}: {self.delivered} delivered counted, ledger {truth}")
+        routed = sum(1 for j in jobs if j.code == 0)
+        sent, delivered, cost, reported = self.sent, self.delivered, self.cost, self.reported
+        return PolicyResult(
+            name=name,
+            requests=len(jobs),
+            routed=routed,
+            sent=sent,
+            delivered=delivered,
+            delivery_rate=delivered / routed if routed else 0.0,
+            cost_usd=cost,
+            cost_per_delivered_usd=cost / delivered if delivered else math.inf,
+            mean_attempts=self.submits / self.flights if self.flights else 0.0,
+            failovers=self.failovers,
+            aggregator_share=self.on_aggregators / sent if sent else 0.0,
+            reported=reported,
+            reported_delivered=self.reported_delivered,
+            reported_delivery_rate=self.reported_delivered / reported if reported else 0.0,
+            failed=self.failed,
+            throttled=self.throttled,
+            held=self.held_count,
+            spilled=self.contender.spilled,
+        )
+
+
+def simulate(
+    contender: Contender, jobs: Sequence[Job], net: Network, observer: Observer | None = None
+) -> PolicyResult:
+    """Run ``jobs`` through ``contender`` on fresh endpoints, on a virtual clock, until
+    the last delivery report is in."""
+    run = _Run(contender, net, observer or Observer())
+    run.run(jobs)
+    return run.result(jobs)
 
 
 def compare(
@@ -532,8 +486,4 @@ def compare(
             raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
     net = Network(network)
     jobs = prepare(net.table, count, seed, rate, network)
-    results = []
-    for name in policies:
-        net.reset()
-        results.append(simulate(make_policy(name, net), jobs, net))
-    return results
+    return [simulate(make_contender(name, net), jobs, net) for name in policies]

@@ -19,10 +19,9 @@ from router.contracts.codes import Code
 from router.core.decision import Decision, Router
 from router.core.e164 import normalise
 from router.core.network import example_network
-from router.core.policy import CLASSES, rank
 from router.core.segments import count
 from router.core.table import Entry, RouteTable
-from router.core.throttle import bucket_params
+from router.core.types import CLASSES
 
 GENERATED_NETWORK = Path(".supernet/network")
 INPUT_CODES = frozenset({Code.INVALID_DESTINATION, Code.EMPTY_BODY, Code.BODY_TOO_LONG})
@@ -37,15 +36,8 @@ def default_network() -> Path:
 def candidates(router: Router, entry: Entry, cls: int, segments: int) -> list[dict[str, Any]]:
     """Every carrier reaching the entry, ranked, with its state (blocked ones included)."""
     health, table = router.health, router.table
-    routes = rank(
-        entry.quotes,
-        table.carriers,
-        cls,
-        lambda c: health.estimate(c, entry.country),
-        bucket_params,
-    )
     rows = []
-    for r in routes:
+    for r in router.ranked(entry, cls):  # the policy's order, as decide() will see it
         c = table.carriers[r.carrier]
         rows.append(
             {

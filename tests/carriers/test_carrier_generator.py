@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from carriers import deck, generator, network, numbering, simulation
 from router.contracts import network_file
+from router.core.network import load_network
 
 PRICE = re.compile(r"^\d+\.\d{1,6}$|^\d+$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -140,3 +142,23 @@ def test_example_scenario_names_carriers_of_the_seed_network(
     ids = [c.id for c in generated.network.carriers]
     for event in scenario.load(scenario.example_path()).events:
         assert any(scenario.matches(event.carriers, i) for i in ids), event.carriers
+
+
+def test_the_simulator_bills_what_the_router_quotes_from_effective_from(
+    network_dir: Path, tmp_path: Path
+) -> None:
+    """A future-dated row: neither side uses it before its date, both from its date on."""
+    small = network.reduce_network(network_dir, tmp_path / "gb", {"GB"})
+    path = small / "decks" / "gb-ee.csv"
+    prefix, _, price, _, since = next(csv.reader(path.read_text().splitlines()[1:]))
+    later = dt.date.fromisoformat(since) + dt.timedelta(days=400)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"{prefix},EE from {later},0.0999,USD,{later.isoformat()}\n")
+    number = prefix + "0" * (12 - len(prefix))
+    for day, expected in ((later - dt.timedelta(days=1), float(price)), (later, 0.0999)):
+        endpoints, _ = network.load_endpoints(small, only="gb-ee", as_of=day)
+        billed = endpoints["gb-ee"].price_for(number)
+        entry = load_network(small, day).lookup(number)
+        assert entry is not None
+        quoted = next(q.price for q in entry.quotes if q.carrier == "gb-ee")
+        assert billed == quoted == expected, day

@@ -12,7 +12,6 @@ carrier at its own longest matching prefix), so price caps can be drawn around i
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import random
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from router.contracts import network_file
+from router.core.deck import load_deck
 from router.core.e164 import CountryData, load_country_data
 
 TAIL_DIGITS = 4  # random digits appended per message
@@ -99,31 +99,16 @@ def is_mobile(digits: str, countries: CountryData) -> str | None:
 
 
 def read_decks(directory: Path, as_of: dt.date | None = None) -> dict[str, dict[str, float]]:
-    """Per carrier, prefix -> price per segment effective on ``as_of`` (default: today)."""
+    """Per carrier, prefix -> price per segment in force on ``as_of`` (default: today),
+    read by the router's own deck reader (``router.core.deck``; a bad row raises its
+    ``DeckError``), so the stems are priced as the router will quote them."""
     spec = network_file.load(directory)
-    day = (as_of or dt.date.today()).isoformat()
-    decks: dict[str, dict[str, float]] = {}
-    for carrier in spec.carriers:
-        rows: dict[str, tuple[str, float]] = {}
-        text = (directory / carrier.deck).read_text(encoding="utf-8")
-        reader = csv.reader(text.splitlines())
-        header = [h.strip() for h in next(reader, [])]
-        try:
-            at_prefix, at_price = header.index("prefix"), header.index("price")
-        except ValueError:
-            raise NumberPlanError(
-                f"{directory / carrier.deck}: header must name prefix and price: {header}"
-            ) from None
-        at_since = header.index("effective_from") if "effective_from" in header else None
-        for row in reader:
-            prefix = row[at_prefix].strip()
-            since = row[at_since].strip() if at_since is not None else ""
-            if not prefix.isdigit() or (since and since > day):
-                continue
-            if prefix not in rows or since >= rows[prefix][0]:
-                rows[prefix] = (since, float(row[at_price]))
-        decks[carrier.id] = {p: price for p, (_, price) in rows.items()}
-    return decks
+    return {
+        carrier.id: {
+            p: rate.price for p, rate in load_deck(directory / carrier.deck, as_of).items()
+        }
+        for carrier in spec.carriers
+    }
 
 
 class _Prices:

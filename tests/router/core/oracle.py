@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from router.core.e164 import CountryData
 from router.core.policy import score
-from router.core.table import Carrier
+from router.core.types import Carrier
 
 Decks = Mapping[str, Mapping[str, tuple[float, str]]]
 

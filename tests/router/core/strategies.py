@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from router.core.e164 import CountryData
-from router.core.table import Carrier
+from router.core.types import Carrier
 
 # A toy numbering plan: few digits, so that random prefixes nest and collide often.
 COUNTRIES = CountryData(

@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 from router.contracts.codes import Code
 from router.core.decision import Router
 from router.core.health import Breaker, Health
-from router.core.policy import CLASSES, MARKETING, OTP
-from router.core.table import Carrier, RouteTable
+from router.core.policy import EXPECTED_COST, CheapestFirst, DirectFirst
+from router.core.table import RouteTable
 from router.core.throttle import bucket_params
+from router.core.types import CLASSES, MARKETING, OTP, Carrier
 from tests.router.core import oracle
 from tests.router.core.strategies import COUNTRIES, Network, networks, numbers
 
@@ -234,3 +235,20 @@ def test_refusals_carry_their_codes() -> None:
     assert router.decide("+95555555555", "hi", OTP).code == Code.INVALID_DESTINATION
     assert router.decide("+1 (555) 555-5555", "hi", OTP).code == 0
     assert router.decide("15555555555", "hi", OTP).code == Code.INVALID_DESTINATION
+
+
+def test_the_policy_passed_to_the_router_orders_its_routes() -> None:
+    carriers = {
+        "good": Carrier("good", "g", "direct", 1.0, 0.99, 100.0),
+        "cheap": Carrier("cheap", "c", "aggregator", 9.0, 0.30, 100.0),
+    }
+    decks = {"good": {"1": (0.010, "x")}, "cheap": {"1": (0.009, "x")}}
+    table = RouteTable(carriers, decks, COUNTRIES)
+    default = Router(table).decide("+15555555555", BODY, OTP, None, 0.0)
+    assert default.carrier == "good"  # the expected cost of a 30% carrier is higher
+    assert default.reason == EXPECTED_COST.reason(OTP)
+    cheapest = Router(table, policy=CheapestFirst()).decide("+15555555555", BODY, OTP)
+    assert [r.carrier for r in cheapest.routes] == ["cheap", "good"]
+    assert cheapest.reason.startswith("always-cheapest")
+    direct = Router(table, policy=DirectFirst()).decide("+15555555555", BODY, MARKETING)
+    assert [r.carrier for r in direct.routes] == ["good", "cheap"]

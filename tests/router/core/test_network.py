@@ -7,11 +7,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.core.decision import Router
 from router.core.e164 import load_country_data
 from router.core.errors import DeckError, NetworkError
+from router.core.health import Health, HealthConfig
 from router.core.network import example_network, load_network
+from router.core.policy import EXPECTED_COST
+from router.core.table import RouteTable
+from router.core.throttle import bucket_params
+from tests.router.core.strategies import COUNTRIES, Network, networks, numbers
 
 
 def test_example_network_loads_every_carrier() -> None:
@@ -57,3 +64,56 @@ def test_country_data_covers_shared_calling_codes() -> None:
     assert data.country_of("79123456789") == "RU"
     assert data.is_valid("447700900123")
     assert not data.is_valid("4477009001")
+
+
+Step = tuple[str, int, int]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    net=networks(),
+    data=st.data(),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["decide", "decide", "swap", "report", "wait"]),
+            st.integers(0, 99),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_decisions_interleaved_with_swaps_rank_on_the_current_table_and_health(
+    net: Network, data: st.DataObject, steps: list[Step]
+) -> None:
+    """Whatever the order of decisions, swaps, delivery reports and time, every decision's
+    routes are what the policy ranks from the current table's quotes and the health
+    published now: never a ranking cached from another table or from older health."""
+    carriers, decks = net
+    other = {cid: {p: (round(0.5 - price, 4), d) for p, (price, d) in deck.items()}
+             for cid, deck in decks.items()}  # fmt: skip
+    tables = [RouteTable(carriers, decks, COUNTRIES, (1, 1, 1)),
+              RouteTable(carriers, other, COUNTRIES, (1, 1, 1))]  # fmt: skip
+    health = Health(HealthConfig(alpha=0.5, refresh_s=1.0, collapse_min_reports=10**9))
+    router = Router(tables[0], health)
+    destinations = [data.draw(numbers(decks)) for _ in range(3)]
+    now = 0.0
+    for op, a, b in steps:
+        digits = destinations[a % len(destinations)]
+        entry = router.table.lookup(digits)
+        if op == "swap":
+            router.swap(tables[a % 2])
+        elif op == "report" and entry is not None and entry.quotes:
+            # a failed delivery on one of this destination's carriers: its rate drops
+            carrier = carriers[entry.quotes[b % len(entry.quotes)].carrier]
+            health.delivery(carrier, entry.country, False, None, now)
+        elif op == "wait":
+            now += 0.5 * (b + 1)
+        elif op == "decide":
+            d = router.decide("+" + digits, "hi", b, None, now)
+            if d.code == 0:
+                assert entry is not None
+                want = EXPECTED_COST.rank(entry.quotes, carriers, b, entry.country,
+                                          health.estimate, bucket_params)  # fmt: skip
+                assert d.routes == want
+            now += 1000.0  # every bucket full again

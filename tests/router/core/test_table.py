@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.core.table import Carrier, RouteTable
+from router.core.table import RouteTable
+from router.core.types import Carrier
 from tests.router.core import oracle
 from tests.router.core.strategies import COUNTRIES, Network, budgets, networks, numbers
 

@@ -9,15 +9,27 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from carriers import simulation
 from carriers.generator import generate, write
 from carriers.network import reduce_network
 from router.contracts.codes import Code
 from router.core.decision import Router
-from router.core.table import Quote
+from router.core.policy import DirectFirst
+from router.core.throttle import bucket_params
+from router.core.types import Quote
 from router.tools import economics
-from router.tools.economics import MAX_ATTEMPTS, POLICIES, Job, Network, Observer, PolicyResult
+from router.tools.economics import (
+    MAX_ATTEMPTS,
+    POLICIES,
+    Job,
+    Network,
+    Observer,
+    PolicyResult,
+    advertised,
+)
 
 REGIONS = {"GB", "NG", "KE", "PE"}
 COUNT = 3_000
@@ -60,9 +72,8 @@ class Recorder(Observer):
 
 
 def run(name: str, net: Network, jobs: list[Job]) -> tuple[PolicyResult, Recorder]:
-    net.reset()
     rec = Recorder()
-    return economics.simulate(economics.make_policy(name, net), jobs, net, rec), rec
+    return economics.simulate(economics.make_contender(name, net), jobs, net, rec), rec
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +96,6 @@ def test_the_traffic_is_realistic_and_mostly_routable(jobs: list[Job]) -> None:
 
 
 def test_check_agrees_with_the_router(net: Network, jobs: list[Job]) -> None:
-    net.reset()
     router = Router(net.table)
     for i, j in enumerate(jobs):
         d = router.decide(j.to, j.body, j.cls, j.max_price, now=float(i))  # no cap binds
@@ -96,6 +106,38 @@ def test_check_agrees_with_the_router(net: Network, jobs: list[Job]) -> None:
             cap = math.inf if j.max_price is None else j.max_price
             affordable = {r.carrier for r in d.routes if r.price * j.segments <= cap}
             assert affordable == {q.carrier for q in j.quotes}
+
+
+def test_check_refuses_a_short_number_with_an_empty_body_as_the_router_does(
+    net: Network,
+) -> None:
+    assert economics.check(net.table, "+12", "", None)[0] == Code.INVALID_DESTINATION
+    assert Router(net.table).decide("+12", "", 0).code == Code.INVALID_DESTINATION
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    to=st.one_of(
+        st.text(max_size=20),
+        st.from_regex(r"\+(44|234|254|51|1)[0-9 ()-]{0,14}", fullmatch=True),
+        st.text(alphabet="0123456789", max_size=16).map(lambda d: "+" + d),
+    ),
+    body=st.one_of(st.text(max_size=200), st.sampled_from(["", "a" * 1601, "ж" * 700])),
+    cap=st.one_of(st.none(), st.integers(0, 1000).map(lambda n: n / 10_000)),
+)
+def test_check_and_the_router_agree_on_any_input(
+    net: Network, to: str, body: str, cap: float | None
+) -> None:
+    code, segments, encoding, country, quotes = economics.check(net.table, to, body, cap)
+    d = Router(net.table).decide(to, body, 1, cap, now=0.0)  # fresh buckets: no cap binds
+    assert (d.code, d.segments, d.encoding) == (code, segments, encoding)
+    if code == 0:
+        assert d.country == country
+        limit = math.inf if cap is None else cap
+        affordable = [r.carrier for r in d.routes if r.price * segments <= limit]
+        assert sorted(affordable) == sorted(q.carrier for q in quotes)
 
 
 def test_the_same_traffic_reaches_every_policy(
@@ -136,11 +178,15 @@ def test_direct_first_falls_back_to_aggregators_only_without_a_direct(net: Netwo
     kinds = {cid: c.kind for cid, c in net.table.carriers.items()}
     direct = next(c for c, k in kinds.items() if k == "direct")
     aggs = sorted(c for c, k in kinds.items() if k == "aggregator")[:2]
-    order = economics.direct_first(net.table.carriers)
     quotes = [Quote(aggs[0], 0.01, "44", "GB"), Quote(direct, 0.05, "447", "GB"),
               Quote(aggs[1], 0.02, "44", "GB")]  # fmt: skip
-    assert [q.carrier for q in order(quotes)] == [direct, aggs[0], aggs[1]]
-    assert [q.carrier for q in order(quotes[::2])] == [aggs[0], aggs[1]]
+
+    def order(qs: list[Quote]) -> list[str]:
+        routes = DirectFirst().rank(qs, net.table.carriers, 0, "GB", advertised, bucket_params)
+        return [r.carrier for r in routes]
+
+    assert order(quotes) == [direct, aggs[0], aggs[1]]
+    assert order(quotes[::2]) == [aggs[0], aggs[1]]
 
 
 def test_always_cheapest_picks_the_lowest_price(
@@ -156,11 +202,10 @@ def test_always_cheapest_picks_the_lowest_price(
 
 def test_the_oracle_ranks_by_the_true_probabilities(net: Network, jobs: list[Job]) -> None:
     truths = {t.id: t for t in simulation.load(net.directory).carriers}
-    oracle = economics.make_policy("oracle", net)
-    learner = economics.make_policy("supernet", net)
-    assert isinstance(oracle, economics.RouterPolicy)
-    assert isinstance(learner, economics.RouterPolicy)
-    net.reset()
+    oracle = economics.make_contender("oracle", net)
+    learner = economics.make_contender("supernet", net)
+    assert isinstance(oracle, economics.RouterContender)
+    assert isinstance(learner, economics.RouterContender)
     differs = 0
     for i, j in enumerate(j for j in jobs if j.code == 0):
         d = oracle.router.decide(j.to, j.body, j.cls, j.max_price, now=float(i))
