@@ -1,7 +1,7 @@
 """What the whole-engine benchmarks (e2e.py, chaos.py) share: child processes known by
-pid and stopped by pid, the `supernet` command line, the seed-1 network, the flags a
-command offers today, the project's brokers on a benchmark's own ports, and a reader
-that follows Kafka topics from their beginning.
+pid and stopped by pid (``router.support.procs``), the project root, the `supernet`
+command line, the seed-1 network, the flags a command offers today, the project's brokers
+on a benchmark's own ports, and a reader that follows Kafka topics from their beginning.
 
 Run as scripts, the benchmarks put the project root on ``sys.path`` first, so that
 ``benchmarks._harness`` imports the same way from a script and from the tests.
@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,10 @@ from rich.console import Console
 from carriers import generator
 from router.engine import kafka
 from router.support.infra_settings import InfraSettings
+from router.support.procs import Child, ChildExited, ready_or_exited
 
 console = Console()
+ROOT = Path(__file__).resolve().parents[1]  # the project's checkout: benchmarks run from one
 
 
 def supernet(*args: str) -> list[str]:
@@ -36,27 +38,22 @@ def supernet(*args: str) -> list[str]:
 
 
 class Procs:
-    """Child processes of a benchmark, each with a log file, stopped by pid at the end."""
+    """Child processes of a benchmark (``router.support.procs.Child``), each with a log
+    file, stopped by pid at the end."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.procs: list[tuple[str, Child]] = []
         self.argv: dict[str, list[str]] = {}
 
-    def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         """Start ``argv`` with its output appended to ``<logs>/<name>.log``."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=None if env is None else env
-            )
+        proc = Child(name, argv, self.logs / f"{name}.log", env)
         self.procs.append((name, proc))
         self.argv[name] = argv
         return proc
 
-    def get(self, name: str) -> subprocess.Popen[bytes] | None:
+    def get(self, name: str) -> Child | None:
         """The latest process started under ``name``."""
         found = [p for n, p in self.procs if n == name]
         return found[-1] if found else None
@@ -65,7 +62,19 @@ class Procs:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    async def ready(self, name: str, signal: Awaitable[object], limit_s: float = 90) -> None:
+        """Until ``signal`` (that ``name`` is ready); RuntimeError if it exits first or
+        ``limit_s`` passes."""
+        proc = self.get(name)
+        assert proc is not None, f"{name} was not started"
+        try:
+            await ready_or_exited(proc, signal, limit_s, "ready")
+        except (ChildExited, TimeoutError) as e:
+            raise RuntimeError(str(e)) from None
+
     async def wait_log(self, name: str, needle: str, count: int = 1, limit_s: float = 90) -> None:
+        """Until ``needle`` is ``count`` times in the log of ``name`` (prefer ``ready``
+        with a signal the process publishes: a log line is not a protocol)."""
         deadline = time.monotonic() + limit_s
         while self.log(name).count(needle) < count:
             proc = self.get(name)
@@ -78,9 +87,9 @@ class Procs:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
         """Signal the latest process of ``name`` (by pid) and reap it; its pid, or None."""
         proc = self.get(name)
-        if proc is None or proc.poll() is not None:
+        if proc is None or not proc.alive():
             return None
-        proc.send_signal(sig)
+        proc.signal(sig)
         if sig == signal.SIGKILL:
             proc.wait()
         return proc.pid
@@ -89,13 +98,12 @@ class Procs:
         """SIGTERM the selected processes, wait ``timeout`` s each, then SIGKILL."""
         chosen = [(n, p) for n, p in self.procs if names is None or n in names]
         for _, proc in chosen:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            proc.signal(signal.SIGTERM)
         for _, proc in chosen:
             try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.wait(timeout)
+            except TimeoutError:
+                proc.signal(signal.SIGKILL)
                 proc.wait()
         self.procs = [(n, p) for n, p in self.procs if names is not None and n not in names]
 

@@ -39,8 +39,9 @@ if not __package__:  # run as a script: make `benchmarks._harness` importable
 import uvloop
 from rich.table import Table
 
-from benchmarks._harness import Procs, children, console, network_dir, supernet
-from router.support.infra_settings import PROJECT_ROOT, InfraSettings
+from benchmarks._harness import ROOT, Procs, children, console, network_dir, supernet
+from router.support.infra_settings import InfraSettings
+from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.infra import lifecycle as infra
 from router.tools.load.mix import Mix
 from router.tools.load.numbers import NumberPlan, build_plan
@@ -49,7 +50,7 @@ from router.tools.load.report import Summary
 from router.tools.load.run import LoadConfig, run_load
 from router.tools.load.traffic import Traffic
 
-BENCH_DIR = PROJECT_ROOT / ".supernet" / "bench"
+BENCH_DIR = ROOT / ".supernet" / "bench"
 BENCH_INFRA = InfraSettings(
     kafka_port=39092,
     kafka_controller_port=39093,
@@ -168,8 +169,10 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 f'kind = "latency_spike"\nat = 0\ncarriers = "*"\nfactor = {args.carrier_latency}\n'
             )
             carrier_args += ["--scenario", str(scenario)]
-        procs.start("carriers", supernet("carriers", *carrier_args))
-        await procs.wait_log("carriers", "carriers ready")
+        # Ready once the carrier host publishes its status online (router/tools/demo/signals).
+        async with CarrierWatch(infra_s.host, infra_s.mqtt_port, "bench") as watch:
+            procs.start("carriers", supernet("carriers", *carrier_args))
+            await procs.ready("carriers", watch.host_online.wait())
         for workers in args.workers:
             tag = secrets.token_hex(3)
             # The ceiling: the same messages through a passthrough, one process per worker.
@@ -201,7 +204,9 @@ async def run(args: argparse.Namespace) -> list[Result]:
                          "--group", f"bench-{tag}", "--dlr-group", f"bench-{tag}",
                          "--metrics-port", str(args.metrics_port), "--instance", f"b{tag}"),
             )  # fmt: skip
-            await procs.wait_log(fleet, "partitions assigned", count=workers)
+            await procs.ready(
+                fleet, fleet_ready(infra_s.kafka_bootstrap, f"bench-{tag}", f"b{tag}", workers)
+            )
             console.print(f"[bold]routed, {workers} worker(s)[/]")
             spy = None
             if args.profile:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 import re
 import signal
@@ -28,6 +27,7 @@ from carriers.ledger import Ledger, register_metrics
 from carriers.simulation import SimulationFileError
 from router.contracts import interconnect
 from router.contracts.network_file import NetworkFileError
+from router.support import logs
 from router.support.argtypes import positive
 from router.support.infra_settings import InfraSettings
 from router.support.targets import write_target
@@ -225,28 +225,10 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.set_defaults(func=_carriers)
 
 
-def configure_logging(level: str) -> None:
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer()
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
 def _carriers(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    # The worker's set-up (UTC timestamps, JSON off a terminal), without its repeat
+    # summaries: the carriers' warnings were always logged one by one.
+    logs.configure("auto", args.log_level, repeat_interval_s=None)
     try:
         shard = network.parse_shard(args.shard) if args.shard else None
         scen = scenario.load(args.scenario) if args.scenario else None

@@ -144,7 +144,12 @@ class Endpoint:
     def _reject(self, item: interconnect.SubmitItem, code: int, at: float) -> Outcome:
         self.ledger.reject(interconnect.REJECT_REASONS[code])
         result = interconnect.SubmitResult(
-            id=item.id, carrier=self.spec.id, accepted=False, attempt=item.attempt, code=code
+            id=item.id,
+            carrier=self.spec.id,
+            accepted=False,
+            attempt=item.attempt,
+            code=code,
+            ask=item.ask,
         )
         return Outcome(result, at)
 
@@ -173,6 +178,7 @@ class Endpoint:
                 attempt=item.attempt,
                 duplicate=True,
                 price=first[0],
+                ask=item.ask,
             )
             # never answer a repeat before the original
             return Outcome(result, max(result_at, first[1]))
@@ -192,7 +198,12 @@ class Endpoint:
         self._remember(item.id, billed, result_at)
         ledger.accepted += 1
         result = interconnect.SubmitResult(
-            id=item.id, carrier=self.spec.id, accepted=True, attempt=item.attempt, price=billed
+            id=item.id,
+            carrier=self.spec.id,
+            accepted=True,
+            attempt=item.attempt,
+            price=billed,
+            ask=item.ask,
         )
 
         probability, latency_factor = self._delivery(digits)
@@ -230,6 +241,7 @@ class Endpoint:
             encoding=item.encoding,
             country=item.country,
             submitted_ts=item.ts,
+            sender=item.sender,
         )
         return Outcome(result, result_at, report, report_at)
 

@@ -1,6 +1,6 @@
 """The store of delivery reports a carrier process published and no router has
 acknowledged yet (see ``router.contracts.interconnect``: ``dlr-ack``): pure bookkeeping, the caller
-passes the time; ``CarrierHost`` publishes what it says is due."""
+passes the time; the host's outbox (``carriers.outbox``) publishes what it says is due."""
 
 from __future__ import annotations
 
@@ -172,6 +172,3 @@ class ReportStore:
             led.reports_dropped += 1
             led.reports_unacked -= 1
             self._dropped.append(key)
-
-
-# ---- the host ---------------------------------------------------------------------------

@@ -49,14 +49,18 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run supernet's brokers as plain processes on loopback: Apache Kafka in KRaft mode\n"
-            "(assembled with Maven from deploy/kafka/pom.xml), Mosquitto and Prometheus (Debian\n"
-            "packages; run deploy/bootstrap.sh once to install them).\n\n"
+            "(assembled with Maven from the pom.xml in the package's templates,\n"
+            "router/tools/infra/templates/), Mosquitto and Prometheus (Debian packages; run\n"
+            "deploy/bootstrap.sh once to install them). Each broker's config is rendered from\n"
+            "those templates into the state directory.\n\n"
             "  up      start what is not running and wait until each broker answers (idempotent)\n"
             "  down    stop what `up` started, by pid file; nothing else is touched\n"
             "  status  show what runs where; exit 0 only if all selected brokers answer\n"
             "  roundtrip  send messages through Kafka and Mosquitto and count them back\n\n"
-            "Logs, data and pid files live in the state directory. Every option also has an\n"
-            "environment variable (shown in brackets), so that tests and tools agree on it."
+            "Configs, logs, data and pid files live in the state directory: .supernet under the\n"
+            "current working directory unless --state-dir or SUPERNET_STATE_DIR says otherwise.\n"
+            "Every option also has an environment variable (shown in brackets), so that tests\n"
+            "and tools agree on it."
         ),
         epilog=(
             "examples:\n"
@@ -83,7 +87,7 @@ def register(subparsers: Any) -> None:
         ("--mqtt-port", "mqtt_port", int, defaults.mqtt_port),
         ("--prometheus-port", "prometheus_port", int, defaults.prometheus_port),
         ("--kafka-heap", "kafka_heap", str, defaults.kafka_heap),
-        ("--state-dir", "state_dir", Path, ".supernet/ in the project"),
+        ("--state-dir", "state_dir", Path, ".supernet/ in the current directory"),
     ]
     for flag, dest, kind, default in options:
         parser.add_argument(

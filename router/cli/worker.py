@@ -70,9 +70,10 @@ def group_instance_ids(prefix: str, workers: int) -> list[str]:
 
 
 def fleet_worker_args(args: argparse.Namespace, s: settings_mod.WorkerSettings) -> list[list[str]]:
-    """Each slot's worker arguments: the fleet's explicit settings, the log format, its own
-    name, metrics port and static group membership id. SettingsError if the user set one
-    group instance id for several workers."""
+    """Each slot's worker arguments: the fleet's explicit settings (given as flags; the
+    environment and the config file reach the workers as they reach the fleet), the log
+    format, its own name, metrics port and static group membership id. SettingsError if
+    the user set one group instance id for several workers."""
     from router.support import logs
 
     ids = _slot_ids(s, args.workers, args.instance_prefix)
@@ -80,16 +81,24 @@ def fleet_worker_args(args: argparse.Namespace, s: settings_mod.WorkerSettings) 
     common = ["--log-format", logs.resolve_format(s.log_format)]
     if args.config is not None:
         common += ["--config", str(args.config)]
-    for f in dataclasses.fields(settings_mod.WorkerSettings):
-        value = getattr(args, f.name, None)
-        if value is not None and f.name not in ("instance", "metrics_port", "log_format"):
-            common += [settings_mod.flag_name(f.name), str(value)]
-    return [
-        [*common, "--instance", f"{s.instance}-w{i}",
-         "--metrics-port", str(s.metrics_port + i if s.metrics_port else 0),
-         *([settings_mod.flag_name("group_instance_id"), ids[i]] if ids is not None else [])]
-        for i in range(args.workers)
-    ]  # fmt: skip
+    own = ("instance", "metrics_port", "log_format")
+    explicit = [
+        f.name
+        for f in dataclasses.fields(settings_mod.WorkerSettings)
+        if getattr(args, f.name, None) is not None and f.name not in own
+    ]
+    common += s.to_argv(explicit)
+    per_slot = []
+    for i in range(args.workers):
+        slot = dataclasses.replace(
+            s,
+            instance=f"{s.instance}-w{i}",
+            metrics_port=s.metrics_port + i if s.metrics_port else 0,
+            group_instance_id=ids[i] if ids is not None else s.group_instance_id,
+        )
+        names = ["instance", "metrics_port", *(["group_instance_id"] if ids is not None else [])]
+        per_slot.append([*common, *slot.to_argv(names)])
+    return per_slot
 
 
 def _slot_ids(

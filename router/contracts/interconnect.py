@@ -59,7 +59,9 @@ with '+'), ``account`` (str), ``segments`` (int >= 1), ``price`` (float, USD per
 the router expects from the deck), ``attempt`` (int, 1 for the first carrier tried),
 ``encoding`` (``GSM-7`` or ``UCS-2``), ``country`` (str, the destination's ISO region as
 the router resolved it), ``ts`` (int, the router's submit time in ms since the Unix
-epoch) and ``sender`` (str, the request's ``from``, possibly empty). The carrier echoes
+epoch), ``sender`` (str, the request's ``from``, possibly empty) and ``ask`` (int, the
+router's number for this ask of the attempt: a timed-out attempt is asked again with the
+same id, and the result's echo of ``ask`` says which ask a rejection answers). The carrier echoes
 ``country``, ``ts`` and ``sender`` in the delivery report so that any router can write
 the receipt and feed its health averages (per carrier and country, with the submit-to-report
 latency) from the report alone.
@@ -71,7 +73,9 @@ carrier's submit latency. ``SubmitResult``: ``id``, ``carrier``, ``attempt``,
 ``accepted`` (bool), ``code`` (int or
 nil: nil when accepted), ``duplicate`` (bool: this id was accepted before; acknowledged
 again, never delivered twice), ``price`` (float, USD per segment the carrier bills; 0
-when rejected).
+when rejected), ``ask`` (int, echoed from the submit item). A carrier decides the submits
+of one id in the order they arrive and answers a repeat of an accepted id as accepted, so
+the answer to the router's last ask of an attempt is the carrier's final word on it.
 
 Delivery report (carrier -> routers), ``DeliveryReportBatch``
 -------------------------------------------------------------
@@ -208,6 +212,7 @@ class SubmitItem(msgspec.Struct, frozen=True, omit_defaults=True):
     country: str = ""
     ts: int = 0
     sender: str = ""  # the request's ``from`` (sender id), passed on as given
+    ask: int = 0  # the router's number for this ask; echoed in the result (0: none)
 
 
 class SubmitBatch(msgspec.Struct, frozen=True):
@@ -224,6 +229,7 @@ class SubmitResult(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int | None = None
     duplicate: bool = False
     price: float = 0.0
+    ask: int = 0  # echoed from the submit item
 
 
 class SubmitResultBatch(msgspec.Struct, frozen=True):

@@ -15,14 +15,17 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import IO, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import IO
 
 import structlog
 
+from router.support.backoff import Backoff
+
 log = structlog.get_logger("router.engine.fleet")
 
-BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # waits before a restart, climbing per quick failure
+RESTART_INITIAL_S = 0.2  # the wait before a restart, doubling per quick failure in a row
+RESTART_CAP_S = 5.0
 STABLE_S = 5.0  # a worker that ran this long resets its backoff
 USAGE_ERROR = 2  # the exit code of a worker whose settings are wrong
 # Signals a process raises against itself when it crashes: these count as its failures.
@@ -37,19 +40,32 @@ LINE_LIMIT = 1 << 20  # bytes; a longer line is forwarded in pieces of this size
 OUTPUT_GRACE_S = 2.0  # after a worker exits, how long its last lines may take to arrive
 
 
-class Backoff(NamedTuple):
-    delay_s: float  # wait this long before the restart
-    failures: int  # quick failures in a row, to pass in at the next exit
+class Restarts:
+    """When to restart one slot's worker, from how its last run ended.
 
+    A run of ``STABLE_S`` or more starts the count of quick failures over (the restart
+    comes after the first step); a worker killed from outside (any signal but a crash)
+    comes back after the first step, neither counted nor resetting the count; any other
+    exit is a quick failure, and the waits climb along ``backoff``.
+    """
 
-def backoff(ran_s: float, exit_code: int, failures: int) -> Backoff:
-    """The wait before restarting a worker that exited with ``exit_code`` after ``ran_s``
-    seconds, ``failures`` quick failures in a row having come before."""
-    if ran_s >= STABLE_S:
-        return Backoff(BACKOFF_S[0], 0)
-    if exit_code < 0 and -exit_code not in CRASH_SIGNALS:  # killed from outside
-        return Backoff(BACKOFF_S[0], failures)
-    return Backoff(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)], failures + 1)
+    def __init__(self, backoff: Backoff, first: Backoff) -> None:
+        self.backoff = backoff  # counts the quick failures in a row
+        self.first = first  # the same steps, for the first one's wait alone
+
+    def delay(self, ran_s: float, exit_code: int) -> float:
+        if ran_s >= STABLE_S:
+            self.backoff.reset()
+        elif exit_code >= 0 or -exit_code in CRASH_SIGNALS:
+            return self.backoff.delay()
+        # A stable run, or killed from outside: the first step, the count left as it is.
+        self.first.reset()
+        return self.first.delay()
+
+    @property
+    def failures(self) -> int:
+        """Quick failures in a row (since the last stable run)."""
+        return self.backoff.failures
 
 
 async def forward_lines(reader: asyncio.StreamReader, out: IO[bytes], limit: int) -> None:
@@ -86,6 +102,7 @@ class Fleet:
         stdout: IO[bytes] | None = None,
         stderr: IO[bytes] | None = None,
         line_limit: int = LINE_LIMIT,
+        backoff: Callable[[], Backoff] = lambda: Backoff(RESTART_INITIAL_S, RESTART_CAP_S),
     ) -> None:
         self.workers = workers
         self.worker_args = worker_args  # per slot: the arguments after `command`
@@ -97,6 +114,7 @@ class Fleet:
         self.stop = asyncio.Event()
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = [0] * workers  # per slot
+        self.backoff = backoff  # makes a slot's Backoffs
 
     async def _pipe(
         self, owner: contextlib.AsyncExitStack, child_ends: contextlib.ExitStack
@@ -145,7 +163,7 @@ class Fleet:
             return proc.pid, code
 
     async def _supervise(self, i: int) -> int:
-        failures = 0
+        restarts = Restarts(self.backoff(), self.backoff())
         while True:
             started = time.monotonic()
             pid, code = await self._run_once(i)
@@ -157,10 +175,10 @@ class Fleet:
                 self.stop.set()
                 return code
             ran_s = time.monotonic() - started
-            delay, failures = backoff(ran_s, code, failures)
+            delay = restarts.delay(ran_s, code)
             self.restarts[i] += 1
             log.error("worker exited; restarting", slot=i, pid=pid, exit_code=code,
-                      ran_s=round(ran_s, 1), restart_in_s=delay,
+                      ran_s=round(ran_s, 1), restart_in_s=round(delay, 3),
                       restarts=self.restarts[i])  # fmt: skip
             try:
                 async with asyncio.timeout(delay):

@@ -1,12 +1,15 @@
-"""The one module that talks to aiokafka: clients with supernet's defaults, topic set-up.
+"""Kafka for the engine and the tools: clients with supernet's defaults, topic set-up, and
+one reader of a topic between offsets.
 
-Everything else asks this module for a producer, a consumer or topics, so that client
-settings (acks, batching, commit mode) are chosen in one place.
+The engine, the load generator, the demo, the benchmarks and the tests ask this module for
+a producer, a consumer, a reader or topics, so that client settings (acks, batching, commit
+mode) are chosen in one place. The one other module that imports aiokafka is
+``router.tools.infra.roundtrip``, a smoke test of the bare broker with plain clients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
+from aiokafka.structs import ConsumerRecord
 
 __all__ = [
     "AIOKafkaConsumer",
@@ -28,13 +32,18 @@ __all__ = [
     "KafkaConnectionError",
     "KafkaError",
     "KafkaTimeoutError",
+    "Reader",
+    "Span",
     "TopicPartition",
     "TopicSpec",
     "compacted",
     "consumer",
+    "end_offsets",
     "ensure_topics",
+    "group_clients",
     "partition_counts",
     "producer",
+    "read_between",
     "read_partitions_since",
 ]
 
@@ -117,44 +126,19 @@ async def read_partitions_since(
     bootstrap: str, tps: Iterable[TopicPartition], since_ms: int, client_id: str
 ) -> dict[TopicPartition, list[bytes]]:
     """Per partition, every value written at or after ``since_ms`` (ms since the epoch),
-    up to the partition's end when called. One short-lived consumer outside any group."""
+    up to the partition's end when called. One short-lived consumer per topic, outside any
+    group."""
     wanted = list(tps)
     out: dict[TopicPartition, list[bytes]] = {tp: [] for tp in wanted}
-    if not wanted:
-        return out
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id=client_id,
-        max_partition_fetch_bytes=MAX_RECORD_BYTES + 64 * 1024,
-        fetch_max_wait_ms=10,
-    )
-    await reader.start()
-    try:
-        reader.assign(wanted)
-        ends = await reader.end_offsets(wanted)
-        found = await reader.offsets_for_times(dict.fromkeys(wanted, since_ms))
-        todo: set[TopicPartition] = set()
-        for tp in wanted:
-            start = ends[tp] if found[tp] is None else found[tp].offset
-            if start < ends[tp]:
-                reader.seek(tp, start)
-                todo.add(tp)
-        while todo:
-            batch = await reader.getmany(*todo, timeout_ms=500, max_records=20_000)
-            for tp, records in batch.items():
-                values = out[tp]
-                end = ends[tp]
-                for record in records:
-                    if record.offset < end and record.value is not None:
-                        values.append(record.value)
-            for tp in list(todo):
-                if await reader.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-        return out
-    finally:
-        await reader.stop()
+    for topic in sorted({tp.topic for tp in wanted}):
+        partitions = [tp.partition for tp in wanted if tp.topic == topic]
+        async with Reader(bootstrap, topic, partitions, client_id) as reader:
+            ends = await reader.end_offsets()
+            start = await reader.offsets_at(since_ms)
+            async for batch in reader.records(start, ends):
+                values = out[TopicPartition(topic, batch[0].partition)]
+                values += [record.value for record in batch if record.value is not None]
+    return out
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec]) -> None:
@@ -181,3 +165,160 @@ async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec]) -> None:
                     raise KafkaError(f"could not create topic {name}: error code {code}")
     finally:
         await admin.close()
+
+
+# ---- reading a topic back between offsets --------------------------------------------
+# The one reader for every "what is in this topic between here and there": the worker's
+# restore of its attempts, the demo's read-back of a run, the tests' checks.
+
+
+class Reader:
+    """One short-lived consumer outside any group, assigned some partitions of one topic
+    (default: all that exist when it starts), that reads them between offsets.
+
+    Offsets map a partition to an offset. ``records(start, end)`` yields batches of the
+    records at ``start`` (a partition not in it: from its first offset) up to, not
+    including, ``end`` (default: the end offsets when called), or with ``follow`` every
+    record from ``start`` on as it arrives (the caller stops). A partition is done when the
+    consumer's position reaches its end, so gaps (compaction, transaction markers) never
+    leave a read waiting for an offset that holds no record."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        client_id: str = "supernet-reader",
+    ) -> None:
+        self.topic = topic
+        self._bootstrap = bootstrap
+        self._wanted = None if partitions is None else sorted(set(partitions))
+        self.tps: list[TopicPartition] = []
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=client_id,
+            max_partition_fetch_bytes=MAX_RECORD_BYTES + 64 * 1024,
+            fetch_max_wait_ms=10,
+        )
+
+    async def __aenter__(self) -> Reader:
+        await self.consumer.start()
+        try:
+            if self._wanted is None:
+                # Not consumer.topics(): it fetches metadata without caching it, so
+                # partitions_for_topic would still not know a topic this client never met.
+                counts = await partition_counts(self._bootstrap, [self.topic])
+                self._wanted = list(range(counts.get(self.topic, 0)))
+            self.tps = [TopicPartition(self.topic, p) for p in self._wanted]
+            if self.tps:
+                self.consumer.assign(self.tps)
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def end_offsets(self) -> dict[int, int]:
+        """Per partition, the offset the next record written to it will get."""
+        if not self.tps:
+            return {}
+        ends = await self.consumer.end_offsets(self.tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def offsets_at(self, ms: int) -> dict[int, int]:
+        """Per partition, the first offset written at or after ``ms`` (ms since the
+        epoch); the end offset where nothing was written since."""
+        if not self.tps:
+            return {}
+        ends = await self.end_offsets()
+        found = await self.consumer.offsets_for_times(dict.fromkeys(self.tps, ms))
+        return {
+            tp.partition: ends[tp.partition] if found[tp] is None else found[tp].offset
+            for tp in self.tps
+        }
+
+    async def records(
+        self,
+        start: Mapping[int, int] | None = None,
+        end: Mapping[int, int] | None = None,
+        *,
+        follow: bool = False,
+        max_records: int = 20_000,
+    ) -> AsyncGenerator[list[ConsumerRecord], None]:
+        """Batches of records (each batch of one partition, in offset order)."""
+        if not self.tps:
+            return
+        first = await self.consumer.beginning_offsets(self.tps)
+        ends = dict(end) if end is not None else await self.end_offsets()
+        todo: set[TopicPartition] = set()
+        for tp in self.tps:
+            begin = max((start or {}).get(tp.partition, 0), first[tp])
+            if follow or begin < ends.get(tp.partition, 0):
+                self.consumer.seek(tp, begin)
+                todo.add(tp)
+        while todo:
+            batch = await self.consumer.getmany(*todo, timeout_ms=500, max_records=max_records)
+            for tp, got in batch.items():
+                kept = got if follow else [r for r in got if r.offset < ends[tp.partition]]
+                if kept:
+                    yield kept
+            if follow:
+                continue
+            for tp in list(todo):
+                if await self.consumer.position(tp) >= ends[tp.partition]:
+                    todo.discard(tp)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What ``read_between`` read: the values, and per partition the offset it read up to."""
+
+    values: list[bytes]
+    ends: dict[int, int]
+
+
+async def read_between(
+    bootstrap: str,
+    topic: str,
+    start: Mapping[int, int] | None = None,
+    end: Mapping[int, int] | None = None,
+    client_id: str = "supernet-reader",
+) -> Span:
+    """Every record value of ``topic`` from ``start`` (a partition not in it: from its
+    first offset) up to ``end`` (default: the end offsets at the time of the call)."""
+    async with Reader(bootstrap, topic, client_id=client_id) as reader:
+        ends = dict(end) if end is not None else await reader.end_offsets()
+        values = [
+            r.value
+            async for batch in reader.records(start, ends)
+            for r in batch
+            if r.value is not None
+        ]
+        return Span(values, ends)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, its end offset now (empty if the topic does not exist)."""
+    async with Reader(bootstrap, topic, client_id="supernet-offsets") as reader:
+        return await reader.end_offsets()
+
+
+async def group_clients(bootstrap: str, group: str) -> tuple[str, list[str]]:
+    """A consumer group's state (``Stable`` once every member has its partitions; ``Dead``
+    or ``Empty`` without members) and the client ids of its members."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="supernet-admin")
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    # DescribeGroups v0 to v3: (error_code, group, state, protocol_type, protocol,
+    # members), each member (member_id, client_id, client_host, metadata, assignment).
+    error_code, _, state, _, _, members, *_ = response.groups[0]
+    if error_code:
+        raise KafkaError(f"could not describe consumer group {group}: error code {error_code}")
+    return str(state), [str(member[1]) for member in members]

@@ -6,12 +6,17 @@ Records of a partition are processed concurrently and finish in any order. A rec
 record acknowledged by Kafka). The committable offset of a partition is the offset of its
 lowest record not yet done, or one past the highest record seen when all are done:
 committing it can never skip a record that has no durable outcome.
+
+``settled`` lets the shell wait, without polling, until given partitions (a rebalance's
+revoked ones) or all of them (a drain) have nothing in flight: the tracker wakes the
+waiters from ``done`` and ``forget``, the calls that lower the counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)
@@ -30,11 +35,13 @@ class _Partition:
 class OffsetTracker(Generic[P]):
     """Tracks in-flight records per partition. Not thread-safe: one event loop owns it."""
 
-    __slots__ = ("_parts", "in_flight")
+    __slots__ = ("_parts", "_waiters", "in_flight")
 
     def __init__(self) -> None:
         self._parts: dict[P, _Partition] = {}
         self.in_flight = 0
+        # (the partitions waited for, or None for all; the event to set once they settle)
+        self._waiters: list[tuple[Collection[P] | None, asyncio.Event]] = []
 
     def add(self, partition: P, offset: int) -> None:
         """A record was taken in. Offsets of one partition must come in increasing order."""
@@ -61,6 +68,8 @@ class OffsetTracker(Generic[P]):
                 done.remove(order.popleft())
         else:
             p.done.add(offset)
+        if self._waiters:
+            self._wake()
 
     def owns(self, partition: P) -> bool:
         """Whether ``partition`` is tracked (taken in and not forgotten since)."""
@@ -105,7 +114,36 @@ class OffsetTracker(Generic[P]):
             return 0
         lost = len(p.in_order) - len(p.done)
         self.in_flight -= lost
+        if self._waiters:
+            self._wake()
         return lost
 
     def partitions(self) -> list[P]:
         return list(self._parts)
+
+    def is_settled(self, partitions: Collection[P] | None = None) -> bool:
+        """Whether nothing of ``partitions`` (None: of any partition) is in flight."""
+        if partitions is None:
+            return self.in_flight == 0
+        return not any(self.pending(p) for p in partitions)
+
+    async def settled(self, partitions: Collection[P] | None = None) -> None:
+        """Return once nothing of ``partitions`` (None: of any partition) is in flight.
+        The caller bounds the wait (``asyncio.timeout``)."""
+        if self.is_settled(partitions):
+            return
+        event = asyncio.Event()
+        waiter = (partitions, event)
+        self._waiters.append(waiter)
+        try:
+            await event.wait()
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        for waiter in list(self._waiters):
+            partitions, event = waiter
+            if self.is_settled(partitions):
+                self._waiters.remove(waiter)
+                event.set()

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +83,29 @@ class WorkerSettings:
         from router.core.network import example_network
 
         return example_network()
+
+    def to_argv(self, names: Iterable[str] | None = None) -> list[str]:
+        """The `supernet worker` flags that give these settings back (``load`` of them with
+        no environment and no config file returns an equal object): the flags of the
+        settings in ``names``, or (None) of every setting that differs from its default
+        (``instance``'s default is this process's ``<host>-<pid>``, so it is written unless
+        it is exactly that). A value that begins with '-' is written ``--flag=value``, so
+        that it cannot pass for a flag."""
+        known = {f.name for f in dataclasses.fields(self)}
+        if names is None:
+            defaults = WorkerSettings()
+            chosen = [n for n in sorted(known) if getattr(self, n) != getattr(defaults, n)]
+        else:
+            chosen = list(names)
+            unknown = [n for n in chosen if n not in known]
+            if unknown:
+                raise SettingsError(f"no such worker settings: {', '.join(unknown)}")
+        argv: list[str] = []
+        for name in chosen:
+            text = str(getattr(self, name))  # str(float) round-trips, as repr does
+            flag = flag_name(name)
+            argv += [f"{flag}={text}"] if text.startswith("-") else [flag, text]
+        return argv
 
     def check(self) -> None:
         positive = ("partitions", "max_in_flight", "submit_timeout_s", "max_attempts",

@@ -7,10 +7,16 @@ which costs a fraction of a ``send()`` per record. When Kafka acknowledges a bat
 may be submitted, or a request's offset committed.
 
 A batch that fails with a retriable error (the broker restarting, a leader moving, a
-timeout) goes back to the front of the queue and is sent again after a backoff: records
-may be written twice (receipts are at-least-once; attempts are idempotent by content),
-never dropped. A batch Kafka refuses for good (not retriable) is fatal (``failed()``
-raises): the outcome is not durable, so the worker must stop without committing it.
+timeout) goes back to the front of the queue and is sent again after a backoff
+(``router.support.backoff.Backoff``): records may be written twice (receipts are
+at-least-once; attempts are idempotent by content), never dropped. A batch Kafka refuses
+for good (not retriable) is fatal: ``run()`` raises (so the task group running it ends
+the worker), since the outcome is not durable and the worker must stop without
+committing it.
+
+Lifecycle: ``run()`` in a task for as long as the producer is up; ``flush()`` before
+stopping waits (on an event ``run`` sets, not by polling) until both queues are empty,
+then for the producer's acknowledgements.
 
 Receipts are keyed by message id and partitioned by CRC-32 of the key, so every status of
 one message lands in one partition, in order. (Kafka's own partitioner, murmur2, would
@@ -30,12 +36,14 @@ import structlog
 
 from router.contracts import wire
 from router.engine import attempts, kafka
+from router.support.backoff import Backoff
 
 log = structlog.get_logger("router.engine.sink")
 
 Done = Callable[[], None]
 DRAIN = 4000  # records taken from the queue per round, at most
-RETRY_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+RETRY_INITIAL_S = 0.1  # the wait before sending refused batches again, doubling per round
+RETRY_CAP_S = 2.0
 # Errors worth sending again besides those aiokafka marks ``retriable``: its own timeout
 # (a batch that expired while the broker was away) is not marked so.
 RETRIABLE = (
@@ -57,6 +65,7 @@ class KafkaSink:
         dead_letter: str,
         attempts_topic: str = "sms.attempts",
         on_state: Callable[[bool], None] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.producer = producer
         self.receipts_topic = receipts
@@ -68,9 +77,12 @@ class KafkaSink:
             deque()
         )
         self._wakeup = asyncio.Event()
-        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._emptied = asyncio.Event()  # set by run() each time it found both queues empty
+        self._failure: RuntimeError | None = None  # a batch Kafka refused for good
         self._partitions: dict[str, int] = {}
-        self._retries = 0  # consecutive failed batches, for the backoff
+        self.backoff = backoff or Backoff(RETRY_INITIAL_S, RETRY_CAP_S)
+        self._retries = 0  # consecutive failed batches, for the log
+        self._refused = False  # a retriable failure since run() last backed off
         self.unacked = 0  # batches handed to Kafka and not yet acknowledged
         self.retried = 0  # records sent again after a retriable failure
 
@@ -106,28 +118,41 @@ class KafkaSink:
         self._wakeup.set()
 
     async def run(self) -> None:
+        """Write what is queued until cancelled; raises once Kafka refused a batch for
+        good."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._dead:
-                record = self._dead.popleft()
-                value, key, headers, _ = record
-                try:
-                    future = await self.producer.send(
-                        self.dead_letter_topic, value, key=key, headers=headers
-                    )
-                except Exception as e:  # no metadata, connection gone: as a failed batch
-                    self._dead.appendleft(record)
-                    if self._fatal(e):
-                        return
-                    break
-                future.add_done_callback(lambda f, r=record: self._dead_acked(f, r))
-            while self._queue and not self._failed.done():
+            self._raise_failure()
+            await self._send_dead_letters()
+            while self._queue and self._failure is None:
                 if not await self._send_round():
                     break
-            if self._retries:
-                await asyncio.sleep(RETRY_BACKOFF_S[min(self._retries, len(RETRY_BACKOFF_S)) - 1])
+            self._raise_failure()
+            if not self._queue and not self._dead:
+                self._emptied.set()
+            if self._refused:  # Kafka refused something since the last wait: back off
+                self._refused = False
+                await asyncio.sleep(self.backoff.delay())
                 self._wakeup.set()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _send_dead_letters(self) -> None:
+        while self._dead:
+            record = self._dead.popleft()
+            value, key, headers, _ = record
+            try:
+                future = await self.producer.send(
+                    self.dead_letter_topic, value, key=key, headers=headers
+                )
+            except Exception as e:  # no metadata, connection gone: as a failed batch
+                self._dead.appendleft(record)
+                self._fatal(e)
+                return
+            future.add_done_callback(lambda f, r=record: self._dead_acked(f, r))
 
     async def _send_round(self) -> bool:
         """One round of batches; False when Kafka refused to take them (they are queued
@@ -226,14 +251,14 @@ class KafkaSink:
             or (isinstance(error, RuntimeError) and "closed" in str(error).lower())
         ):
             self._retries += 1
+            self._refused = True
             self.on_state(False)
             if self._retries == 1:
                 log.warning("Kafka did not take a batch; sending it again", error=repr(error))
             return False
-        if not self._failed.done():
-            self._failed.set_exception(
-                RuntimeError(f"Kafka did not take a batch of records: {error!r}")
-            )
+        if self._failure is None:
+            self._failure = RuntimeError(f"Kafka did not take a batch of records: {error!r}")
+            self._wakeup.set()  # run() raises it
         return True
 
     def _retry(self, error: BaseException, entries: list[Entry]) -> None:
@@ -247,14 +272,16 @@ class KafkaSink:
         if self._retries:
             log.info("Kafka takes batches again", after_failed_batches=self._retries)
             self._retries = 0
+            self.backoff.reset()
         self.on_state(True)
 
-    async def failed(self) -> None:
-        """Raises when a record could not be written; never returns otherwise."""
-        await self._failed
-
     async def flush(self) -> None:
-        """Hand everything queued to Kafka and wait for its acknowledgements."""
-        while self._queue or self._dead:  # noqa: ASYNC110 - run() empties them
-            await asyncio.sleep(0.005)
-        await self.producer.flush()
+        """Hand everything queued to Kafka and wait for its acknowledgements (again, if a
+        batch came back for a retry meanwhile). Needs ``run()`` running."""
+        while True:
+            while self._queue or self._dead:
+                self._emptied.clear()
+                await self._emptied.wait()
+            await self.producer.flush()
+            if not self._queue and not self._dead:
+                return

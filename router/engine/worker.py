@@ -1,15 +1,20 @@
 """One router worker: Kafka in, route, submit over MQTT, receipts out, offsets committed
 only below the lowest request without a durable outcome.
 
-The worker is the imperative shell around ``Pipeline``: it owns the Kafka consumer and
-producer, the carrier link, the timers, backpressure (pausing partitions), rebalances and
-shutdown. On assignment it restores the partitions' recent attempts from the attempts log
-(``router.engine.attempts``) before it handles a record of theirs; on revocation it forgets
-them. Broker outages are ridden out: the carrier link reconnects, the sink sends refused
-batches again, aiokafka reconnects the consumer. What cannot be ridden out (a record
-Kafka refuses for good, a failed restore) ends the process with a non-zero exit, loudly;
-the fleet or Kubernetes restarts it, and the requests it had in flight are read again by
-whoever owns their partitions then (resumed at the carriers their attempts went to).
+The worker is the imperative shell around ``Pipeline``: it builds the Kafka producer and
+sink, the carrier transport (outbox first, then the pipeline, then the connection, so
+each gets its collaborators at construction) and the consumer, runs them in one task
+group with the timers, and shuts down: stop intake, drain, flush, commit (``drain``).
+Intake, backpressure (pausing partitions) and rebalances are ``consumer.RequestIntake``'s:
+on assignment it restores the partitions' recent attempts from the attempts log
+(``router.engine.attempts``) before it handles a record of theirs; on revocation it
+forgets them. A component that fails (the sink, the transport, the timers) fails the task
+group, and so the worker. Broker outages are ridden out: the carrier link reconnects, the
+sink sends refused batches again, aiokafka reconnects the consumer. What cannot be ridden
+out (a record Kafka refuses for good, a failed restore) ends the process with a non-zero
+exit, loudly; the fleet or Kubernetes restarts it, and the requests it had in flight are
+read again by whoever owns their partitions then (resumed at the carriers their attempts
+went to).
 
 With ``group_instance_id`` (the fleet gives each slot one) the worker is a static member
 of the group: a restarted slot gets its partitions back without a rebalance, so the
@@ -25,47 +30,62 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
 from router.core.decision import Router
 from router.core.network import load_network
-from router.engine import attempts, kafka
+from router.engine import kafka
 from router.engine.attempts import AttemptMemory
+from router.engine.consumer import PartitionKey, Rebalance, RequestIntake
 from router.engine.metrics import BREAKER_VALUES, Metrics
 from router.engine.offsets import OffsetTracker
 from router.engine.pipeline import Pipeline
 from router.engine.settings import SettingsError, WorkerSettings
 from router.engine.sink import KafkaSink
-from router.engine.transports.mqtt import CarrierLink
+from router.engine.transports.base import Transport
+from router.engine.transports.mqtt import CarrierLink, MqttOutbox
 from router.support.targets import write_target
 
 log = structlog.get_logger("router.engine.worker")
 
-PartitionKey = tuple[kafka.TopicPartition, int]  # (partition, assignment generation)
-
 TIMER_S = 0.01  # submit timeouts are looked at this often
 HELD_S = 0.1  # held requests are tried again this often
 GAUGES_S = 1.0
-RESUME_AT = 0.75  # intake resumes below this share of max_in_flight
-REVOKE_DRAIN_S = 5.0  # how long a rebalance waits for the revoked partitions' work
 
 
-class Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+class Flushable(Protocol):
+    async def flush(self) -> None: ...
 
-    async def on_partitions_revoked(self, revoked: set[kafka.TopicPartition]) -> None:
-        await self.worker.revoke(revoked)
 
-    async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
-        try:
-            await self.worker.restore(assigned)
-        except Exception as e:  # aiokafka would log and go on: without the attempts, no
-            self.worker.fatal = e  # record of these partitions may be routed, so stop
-            return
-        self.worker.assign(assigned)
+async def drain(
+    intake: RequestIntake,
+    tracker: OffsetTracker[PartitionKey],
+    transport: Transport,
+    sink: Flushable,
+    timeout_s: float,
+) -> None:
+    """Stop fetching, finish what is in flight and publish the last acknowledgements,
+    both within ``timeout_s``; then flush the sink and commit."""
+    intake.pause_all()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    transport.flush()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            await tracker.settled()
+    transport.flush()  # acknowledgements of the last reports
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            await transport.wait_idle()
+    await sink.flush()
+    await intake.commit()
+    if tracker.in_flight:
+        log.warning("drain deadline passed; the group re-reads the rest",
+                    in_flight=tracker.in_flight)  # fmt: skip
+    else:
+        log.info("drained; offsets committed")
 
 
 class Worker:
@@ -74,95 +94,19 @@ class Worker:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.tracker: OffsetTracker[PartitionKey] = OffsetTracker()
-        self.generation: dict[kafka.TopicPartition, int] = {}  # tp -> current assignment's key
-        self._generations = 0
-        self.paused = False
         self.stop = asyncio.Event()
-        self.consumer: kafka.AIOKafkaConsumer | None = None
-        self.pipeline: Pipeline | None = None
-        self.fatal: BaseException | None = None  # set by a callback that cannot raise
 
-    # -- partitions and offsets ---------------------------------------------------------
-
-    def assign(self, assigned: set[kafka.TopicPartition]) -> None:
-        # Records are tracked per (partition, generation): outcomes that finish after a
-        # partition was revoked (and maybe assigned back) never touch the new bookkeeping.
-        for tp in assigned:
-            self._generations += 1
-            self.generation[tp] = self._generations
-        self.paused = False
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
-
-    async def restore(self, assigned: set[kafka.TopicPartition]) -> None:
-        """Read the assigned partitions' attempts of the dedupe window back into memory."""
-        pipeline = self.pipeline
-        if pipeline is None:
-            return
+    async def read_attempts(self, partitions: list[int]) -> dict[int, list[bytes]]:
+        """The attempts log's records of the dedupe window, per requests partition."""
         s = self.settings
         since = time.time_ns() // 1_000_000 - int(s.dedupe_window_s * 1000)
-        started = time.monotonic()
-        total = 0
         found = await kafka.read_partitions_since(
             s.bootstrap,
-            [kafka.TopicPartition(s.attempts(), tp.partition) for tp in assigned],
+            [kafka.TopicPartition(s.attempts(), p) for p in partitions],
             since,
             client_id=f"supernet-{s.instance}-restore",
         )
-        for tp, values in sorted(found.items(), key=lambda x: x[0].partition):
-            records = []
-            for value in values:
-                try:
-                    records.append(attempts.DECODER.decode(value))
-                except ValueError:
-                    log.warning("undecodable attempt record skipped", partition=tp.partition)
-            pipeline.restore(tp.partition, records)
-            total += len(records)
-        self.metrics.attempts_restored.inc(total)
-        log.info("attempts restored", partitions=sorted(tp.partition for tp in assigned),
-                 records=total, seconds=round(time.monotonic() - started, 3))  # fmt: skip
-
-    async def revoke(self, revoked: set[kafka.TopicPartition]) -> None:
-        keys = [(tp, self.generation[tp]) for tp in revoked if tp in self.generation]
-        deadline = time.monotonic() + REVOKE_DRAIN_S
-        # Polls counters that the outcome callbacks update; 20 ms is fine for a rebalance.
-        while any(self.tracker.pending(k) for k in keys) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        offsets: dict[kafka.TopicPartition, int] = {}
-        for key in keys:
-            offset = self.tracker.committable(key)
-            if offset is not None:
-                offsets[key[0]] = offset
-        if offsets and self.consumer is not None:
-            try:
-                await self.consumer.commit(offsets)
-            except (kafka.CommitFailedError, kafka.KafkaError) as e:
-                log.warning("commit on revoke failed; the new owner re-reads", error=str(e))
-        abandoned = sum(self.tracker.forget(k) for k in keys)
-        for tp in revoked:
-            self.generation.pop(tp, None)
-        if self.pipeline is not None:
-            self.pipeline.forget({tp.partition for tp in revoked})
-        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked),
-                 abandoned_in_flight=abandoned)  # fmt: skip
-
-    async def commit(self) -> None:
-        if self.consumer is None:
-            return  # not consuming yet
-        current = {(tp, gen) for tp, gen in self.generation.items()}
-        moved = {k: o for k, o in self.tracker.to_commit().items() if k in current}
-        if not moved:
-            return
-        offsets = {key[0]: offset for key, offset in moved.items()}
-        try:
-            await self.consumer.commit(offsets)
-        except kafka.CommitFailedError as e:
-            log.warning("commit failed (rebalance); retried with the next commit", error=str(e))
-            return
-        except (kafka.KafkaError, OSError) as e:  # the broker is away: commit again later
-            log.warning("commit failed; retried with the next commit", error=repr(e))
-            return
-        self.tracker.committed(moved)
-        self.metrics.commits.inc()
+        return {tp.partition: values for tp, values in found.items()}
 
     # -- running ------------------------------------------------------------------------
 
@@ -188,47 +132,57 @@ class Worker:
                 on_state=lambda up: connected.labels("kafka").set(int(up)),
             )  # fmt: skip
             connected.labels("kafka").set(1)
-            link = CarrierLink(
-                s.mqtt_host, s.mqtt_port, s.instance, s.dlr_group,
-                on_state=lambda up: connected.labels("mqtt").set(int(up)),
-            )  # fmt: skip
-            connected.labels("mqtt").set(0)
-            pipeline = self.pipeline = Pipeline(
-                router, table.carriers, link, sink, self.tracker, self.metrics,
+            # The transport's outbox first, then the pipeline that submits into it, then
+            # the connection that publishes the outbox and calls the pipeline back.
+            outbox = MqttOutbox(s.instance)
+            pipeline = Pipeline(
+                router, table.carriers, outbox, sink, self.tracker, self.metrics,
                 submit_timeout_s=s.submit_timeout_s, max_attempts=s.max_attempts,
                 hold_limit_s=s.hold_limit_s,
                 memory=AttemptMemory(s.dedupe_window_s, s.dedupe_max_ids),
             )  # fmt: skip
-            link.handler = pipeline
+            link = CarrierLink(
+                s.mqtt_host, s.mqtt_port, s.instance, s.dlr_group, outbox, pipeline,
+                on_state=lambda up: connected.labels("mqtt").set(int(up)),
+            )  # fmt: skip
+            connected.labels("mqtt").set(0)
             async with asyncio.TaskGroup() as tg:
                 background = [
                     tg.create_task(link.run(), name="carrier-link"),
                     tg.create_task(sink.run(), name="kafka-sink"),
-                    tg.create_task(sink.failed(), name="kafka-sink-watch"),
                     tg.create_task(self._timers(pipeline), name="timers"),
-                    tg.create_task(self._committer(), name="committer"),
-                    tg.create_task(self._gauges(router, list(table.carriers)), name="gauges"),
+                    tg.create_task(self._gauges(router, pipeline), name="gauges"),
                 ]
                 async with asyncio.timeout(30):
-                    await link.ready.wait()
-                static = {"group_instance_id": s.group_instance_id} if s.group_instance_id else {}
-                consumer = self.consumer = kafka.consumer(
-                    s.bootstrap, s.group, client_id=f"supernet-{s.instance}",
-                    max_poll_interval_ms=60_000,
-                    # A static member that dies keeps its partitions this long: long enough
-                    # for the fleet to restart it (a network load takes seconds).
-                    session_timeout_ms=30_000 if static else 10_000,
-                    heartbeat_interval_ms=2_000, **static,
-                )  # fmt: skip
+                    await link.wait_ready()
+                consumer = self._consumer()
                 await consumer.start()
                 stack.push_async_callback(consumer.stop)
-                consumer.subscribe([s.requests_topic], listener=Rebalance(self))
+                intake = RequestIntake(
+                    consumer, pipeline, self.tracker, self.metrics,
+                    max_in_flight=s.max_in_flight, read_attempts=self.read_attempts,
+                    stop=self.stop,
+                )  # fmt: skip
+                consumer.subscribe([s.requests_topic], listener=Rebalance(intake))
+                background.append(tg.create_task(self._committer(intake), name="committer"))
                 log.info("worker up", instance=s.instance, group=s.group,
                          group_instance_id=s.group_instance_id or None)  # fmt: skip
-                await self._intake(consumer, pipeline)
-                await self._drain(link, sink)
+                await intake.run()
+                await drain(intake, self.tracker, link, sink, s.drain_timeout_s)
                 for task in background:
                     task.cancel()
+
+    def _consumer(self) -> kafka.AIOKafkaConsumer:
+        s = self.settings
+        static = {"group_instance_id": s.group_instance_id} if s.group_instance_id else {}
+        return kafka.consumer(
+            s.bootstrap, s.group, client_id=f"supernet-{s.instance}",
+            max_poll_interval_ms=60_000,
+            # A static member that dies keeps its partitions this long: long enough for
+            # the fleet to restart it (a network load takes seconds).
+            session_timeout_ms=30_000 if static else 10_000,
+            heartbeat_interval_ms=2_000, **static,
+        )  # fmt: skip
 
     async def _ensure_topics(self) -> None:
         """The topics the worker needs; the attempts log gets as many partitions as the
@@ -251,66 +205,6 @@ class Worker:
                 "to it)"
             )
 
-    async def _intake(self, consumer: kafka.AIOKafkaConsumer, pipeline: Pipeline) -> None:
-        s = self.settings
-        tracker = self.tracker
-        high, low = s.max_in_flight, int(s.max_in_flight * RESUME_AT)
-        take = pipeline.take
-        observe = self.metrics.decision_seconds.observe
-        while not self.stop.is_set():
-            if self.fatal is not None:
-                raise RuntimeError("restoring attempts on assignment failed") from self.fatal
-            busy = tracker.in_flight >= high or bool(pipeline.held)
-            if busy and not self.paused:
-                consumer.pause(*consumer.assignment())
-                self.paused = True
-                self.metrics.paused_partitions.set(len(consumer.assignment()))
-            elif self.paused and tracker.in_flight < low and not pipeline.held:
-                consumer.resume(*consumer.assignment())
-                self.paused = False
-                self.metrics.paused_partitions.set(0)
-            room = max(1, high - tracker.in_flight)
-            # Modest slices keep the loop responsive to results and acknowledgements.
-            batches = await consumer.getmany(timeout_ms=100, max_records=min(room, 500))
-            generation = self.generation
-            for tp, records in batches.items():
-                gen = generation.get(tp)
-                if gen is None:
-                    # Not ours yet (aiokafka fetches as soon as a partition is assigned,
-                    # while its attempts are still being restored) or not ours any more
-                    # (revoked): handling these now could send a message to a carrier the
-                    # attempts log does not know of. Read them again once assigned.
-                    with contextlib.suppress(kafka.KafkaError, ValueError, AssertionError):
-                        consumer.seek(tp, records[0].offset)
-                    continue
-                key = (tp, gen)
-                for r in records:
-                    take(key, r.topic, r.partition, r.offset, r.key, r.value)
-            if pipeline.decisions:
-                observe(pipeline.decision_time / pipeline.decisions)
-                pipeline.decision_time = 0.0
-                pipeline.decisions = 0
-        log.info("intake stopped", in_flight=tracker.in_flight)
-
-    async def _drain(self, link: CarrierLink, sink: KafkaSink) -> None:
-        """Finish what is in flight under the deadline, flush, commit."""
-        assert self.consumer is not None
-        self.consumer.pause(*self.consumer.assignment())
-        deadline = time.monotonic() + self.settings.drain_timeout_s
-        link.flush_all()
-        while self.tracker.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        link.flush_all()  # acknowledgements of the last reports
-        while link.queued and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        await sink.flush()
-        await self.commit()
-        if self.tracker.in_flight:
-            log.warning("drain deadline passed; the group re-reads the rest",
-                        in_flight=self.tracker.in_flight)  # fmt: skip
-        else:
-            log.info("drained; offsets committed")
-
     async def _timers(self, pipeline: Pipeline) -> None:
         held_at = 0.0
         while True:
@@ -321,18 +215,18 @@ class Worker:
                 held_at = now
                 pipeline.retry_held()
 
-    async def _committer(self) -> None:
+    async def _committer(self, intake: RequestIntake) -> None:
         while True:
             await asyncio.sleep(self.settings.commit_interval_s)
-            await self.commit()
+            await intake.commit()
 
-    async def _gauges(self, router: Router, carriers: list[str]) -> None:
+    async def _gauges(self, router: Router, pipeline: Pipeline) -> None:
         m = self.metrics
         m.worker_restarts.set(int(os.environ.get("SUPERNET_WORKER_RESTARTS", "0") or 0))
+        carriers = list(pipeline.carriers)
         while True:
             m.in_flight.set(self.tracker.in_flight)
-            if self.pipeline is not None:
-                m.held.set(len(self.pipeline.held))
+            m.held.set(len(pipeline.held))
             for cid in carriers:
                 state = router.health.breaker(cid).value.replace("-", "_")
                 m.breaker_state.labels(cid).set(BREAKER_VALUES[state])

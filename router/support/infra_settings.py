@@ -2,7 +2,9 @@
 
 Defaults sit off the well-known ports (9092, 1883, 9090) so that the project's brokers never
 collide with a system service; each can be changed with an environment variable or a flag
-of `supernet infra`.
+of `supernet infra`. The state directory (configs, data, logs, pid files) defaults to
+``.supernet`` in the current working directory, so an installed package needs no source
+tree.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from pathlib import Path
 from typing import ClassVar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The source checkout's root: meaningful only when running from a checkout (nothing in the
+package uses it; benchmarks/chaos.py still imports it from here)."""
+
+STATE_DIR_NAME = ".supernet"
 
 
 def host_in_url(host: str) -> str:
@@ -21,7 +27,9 @@ def host_in_url(host: str) -> str:
 
 
 def _default_state_dir() -> Path:
-    return PROJECT_ROOT / ".supernet"
+    """``.supernet`` under the current working directory, made absolute when the settings
+    are made (so a later ``chdir`` does not move it)."""
+    return Path.cwd() / STATE_DIR_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +41,6 @@ class InfraSettings:
     prometheus_port: int = 19090
     kafka_heap: str = "512m"
     state_dir: Path = field(default_factory=_default_state_dir)
-    deploy_dir: Path = PROJECT_ROOT / "deploy"
 
     ENV: ClassVar[dict[str, str]] = {
         "host": "SUPERNET_HOST",

@@ -1,8 +1,10 @@
-"""structlog set-up (called once, by the entry point) and masking of phone numbers.
+"""The one structlog set-up (called once, by each entry point: the worker, the fleet, the
+carriers) and masking of phone numbers.
 
-JSON lines in production, readable lines in a terminal. Message bodies are never logged;
-destination numbers only masked. A warning or worse that repeats is logged once per
-interval with a count (`RepeatFilter`), not once per occurrence.
+JSON lines in production, readable lines in a terminal, each with a UTC ISO timestamp.
+Message bodies are never logged; destination numbers only masked. A warning or worse that
+repeats is logged once per interval with a count (`RepeatFilter`), not once per
+occurrence (unless the entry point turns that off, as the carriers and the fleet do).
 """
 
 from __future__ import annotations

@@ -63,6 +63,20 @@ def test_report_echoes_country_and_submit_time_for_the_routers_health() -> None:
     assert (out.report.country, out.report.submitted_ts) == ("GB", 999_000)
 
 
+def test_report_echoes_the_submits_sender_id_for_the_receipt() -> None:
+    e = endpoint(truth("c1"))
+    out = e.submit(msgspec.structs.replace(item(3), sender="ACME"), now=100.0, wall_ms=0)
+    assert out is not None
+    assert out.report is not None
+    assert out.report.sender == "ACME"
+    wire = interconnect.REPORT_BATCH.encode(interconnect.DeliveryReportBatch("h", [out.report]))
+    assert interconnect.REPORT_BATCH.decode(wire).reports[0].sender == "ACME"
+    anonymous = e.submit(item(4), now=100.0, wall_ms=0)
+    assert anonymous is not None
+    assert anonymous.report is not None
+    assert anonymous.report.sender == ""
+
+
 def test_throttled_past_the_cap() -> None:
     e = endpoint(truth("c1", throughput_mps=5.0))
     outs = [e.submit(item(i), now=0.0, wall_ms=0) for i in range(20)]

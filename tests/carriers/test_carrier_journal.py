@@ -217,3 +217,51 @@ def test_host_restores_idempotency_and_reschedules_unacked_reports(
     assert (led.reports_restored, led.reports_restored_unacked, led.reports_unacked) == (1, 1, 1)
     assert (led.accepted, led.repeats) == (0, 1)
     assert led.reports_pending == 1  # m4, not published yet
+
+
+async def test_the_sender_id_survives_in_the_journal_and_a_restored_report(
+    small_network: SmallNetwork, tmp_path: Path
+) -> None:
+    """A submit with a sender id, taken by the host's intake, is journalled with a report
+    that echoes it; a host started again on the journal re-sends that report, sender and
+    all."""
+    directory = small_network([truth("c1")])
+    endpoints, ledger = network.load_endpoints(directory, now=time.monotonic())
+    journal = jr.Journal.open(tmp_path / "j")
+    try:
+        host = CarrierHost(
+            endpoints, ledger, mqtt_host="127.0.0.1", mqtt_port=1, host_id="h", journal=journal
+        )
+        batch = interconnect.SubmitBatch(
+            "",
+            "reply",
+            [interconnect.SubmitItem(id="m1", to="+447700900123", carrier="c1", sender="ACME")],
+        )
+        host.intake.on_message(
+            interconnect.host_submit_topic("h"), interconnect.SUBMIT_BATCH.encode(batch)
+        )
+    finally:
+        journal.close()
+    item = jr.read(tmp_path / "j").records[0]
+    assert isinstance(item, jr.Accepted)
+    assert item.items[0].report is not None
+    assert item.items[0].report.sender == "ACME"
+    write(
+        tmp_path / "j",
+        [item, jr.Published([jr.PublishedItem("c1", "m1", item.items[0].report.status, 0)])],
+    )
+    endpoints, ledger = network.load_endpoints(directory, now=time.monotonic())
+    journal = jr.Journal.open(tmp_path / "j")
+    try:
+        again = CarrierHost(
+            endpoints, ledger, mqtt_host="127.0.0.1", mqtt_port=1, host_id="h", journal=journal
+        )
+    finally:
+        journal.close()
+    again.outbox.drain()  # publish what is due now: the restored re-send
+    await again.outbox.pump()
+    out = await again.outbox.next_batch()
+    assert out.topic == interconnect.host_dlr_topic("h")
+    assert [(r.id, r.sender, r.resent) for r in out.reports] == [("m1", "ACME", 1)]
+    sent = interconnect.REPORT_BATCH.decode(out.payload).reports
+    assert [(r.id, r.sender) for r in sent] == [("m1", "ACME")]

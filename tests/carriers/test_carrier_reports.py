@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from prometheus_client import CollectorRegistry
 
-from carriers.host import Backoff, connection_lost
+from carriers.connections import connection_lost
 from carriers.ledger import CarrierLedger, Ledger, register_metrics
 from carriers.reports import ReportStore
 from router.contracts import interconnect
+from router.support.backoff import Backoff
 
 CARRIERS = ("c1", "c2")
 

@@ -1,18 +1,19 @@
 """Support for end-to-end tests: a small network, real processes, Kafka in and out.
 
 Processes run as the user would run them (`python -m router ...`), each with its own log
-file; the tests wait on what they log, stop them by pid and never leave one behind.
+file (``router.support.procs.Child``); the tests wait on what they log, stop them by pid
+and never leave one behind. Topics are read back with ``router.engine.kafka.Reader``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ import phonenumbers
 
 from router.contracts import network_file, wire
 from router.engine import kafka
+from router.support.procs import Child
 
 
 def mobile_numbers(network: Path, count: int, seed: int) -> list[str]:
@@ -66,22 +68,19 @@ def requests(numbers: Sequence[str], tag: str) -> list[wire.SendRequest]:
 
 @dataclass
 class Proc:
-    """A child process with its output in a log file."""
+    """A `supernet` command as a child process with its output in a log file."""
 
     name: str
     argv: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Child | None = None
 
     def start(self) -> Proc:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router", *self.argv],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+        self.proc = Child(
+            self.name, [sys.executable, "-m", "router", *self.argv], self.log,
+            {**os.environ, **self.env},
         )  # fmt: skip
-        out.close()
         return self
 
     @property
@@ -90,7 +89,7 @@ class Proc:
         return self.proc.pid
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive()
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -108,23 +107,24 @@ class Proc:
         return "\n".join(self.text().splitlines()[-lines:])
 
     def signal(self, sig: int) -> None:
-        if self.running():
-            os.kill(self.pid, sig)
+        if self.proc is not None:
+            self.proc.signal(sig)
 
     async def wait(self, timeout: float) -> int:
+        """Its exit code; TimeoutError if it still runs after ``timeout`` seconds."""
         assert self.proc is not None
-        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+        return await asyncio.wait_for(self.proc.exited(), timeout)
 
     async def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait; SIGKILL if it does not go. Returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self.running():
+            self.proc.signal(signal.SIGTERM)
             try:
                 return await self.wait(timeout)
             except TimeoutError:
-                self.proc.kill()
+                self.proc.signal(signal.SIGKILL)
         return await self.wait(10)
 
 
@@ -162,25 +162,23 @@ async def read_topic(
     idle: float = 2.0,
 ) -> list[Record]:  # fmt: skip
     """Every record of ``topic`` from the beginning: until ``until`` records were read,
-    or (``until`` None) until no record came for ``idle`` seconds."""
-    consumer = kafka.consumer(bootstrap, None, topic)
-    await consumer.start()
+    or (``until`` None) until no record came for ``idle`` seconds; at most ``timeout``."""
     out: list[Record] = []
-    try:
-        deadline = time.monotonic() + timeout
-        last = time.monotonic()
-        while time.monotonic() < deadline:
-            if until is not None and len(out) >= until:
+    deadline = time.monotonic() + timeout
+    async with (
+        kafka.Reader(bootstrap, topic, client_id="supernet-test-reader") as reader,
+        contextlib.aclosing(reader.records(follow=True)) as batches,
+    ):
+        while until is None or len(out) < until:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
-            if until is None and time.monotonic() - last > idle:
+            wait = left if until is not None else min(left, idle)
+            try:
+                batch = await asyncio.wait_for(anext(batches), wait)
+            except TimeoutError:
                 break
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for r in records:
-                    out.append(Record(r.key, r.value, dict(r.headers), r.timestamp))
-                    last = time.monotonic()
-    finally:
-        await consumer.stop()
+            out += [Record(r.key, r.value, dict(r.headers), r.timestamp) for r in batch]
     return out
 
 
@@ -200,23 +198,26 @@ async def wait_for_outcomes(
     bootstrap: str, topic: str, ids: set[str], timeout: float
 ) -> list[wire.Receipt]:
     """Read receipts until every id in ``ids`` has an outcome (or the timeout)."""
-    consumer = kafka.consumer(bootstrap, None, topic)
-    await consumer.start()
     rs: list[wire.Receipt] = []
     missing = set(ids)
-    try:
-        deadline = time.monotonic() + timeout
-        while missing and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    if r.value is None:
-                        continue
-                    receipt = wire.RECEIPT_DECODER.decode(r.value)
-                    rs.append(receipt)
-                    if receipt.status in ("sent", "failed"):
-                        missing.discard(receipt.id)
-    finally:
-        await consumer.stop()
+    if not missing:
+        return rs
+
+    async def follow(reader: kafka.Reader) -> None:
+        async for batch in reader.records(follow=True):
+            for r in batch:
+                if r.value is None:
+                    continue
+                receipt = wire.RECEIPT_DECODER.decode(r.value)
+                rs.append(receipt)
+                if receipt.status in ("sent", "failed"):
+                    missing.discard(receipt.id)
+            if not missing:
+                return
+
+    async with kafka.Reader(bootstrap, topic, client_id="supernet-test-reader") as reader:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follow(reader), timeout)
     return rs
 
 

@@ -1,8 +1,8 @@
-"""Small, bounded versions of benchmarks/chaos.py that run in the test suite against the
-shared test brokers (never killing them): the hostile mix through a one-worker fleet,
-and a worker SIGKILL under load checked against the carriers' journal. The benchmark's
-own computations (outcomes, recovery, scoring) are checked first, on made-up records.
-Select them with ``-k chaos``."""
+"""Small, bounded versions of benchmarks/chaos.py (its parts: benchmarks/_chaos_*.py)
+that run in the test suite against the shared test brokers (never killing them): the
+hostile mix through a one-worker fleet, and a worker SIGKILL under load checked against
+the carriers' journal. The benchmark's own computations (outcomes, recovery, scoring)
+are checked first, on made-up records. Select them with ``-k chaos``."""
 
 from __future__ import annotations
 
@@ -18,22 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._harness import Rec, TopicReader, flags_of, fleet_workers, until_idle
-from benchmarks.chaos import (
-    KINDS,
-    RESTARTING,
-    Ctx,
+from benchmarks._chaos_figures import (
     Fault,
-    Hostile,
     Observed,
     figures,
     ground_truth,
-    hostile_records,
-    kcat_produce,
     recovery_s,
     score_hostile,
     zero_seconds,
 )
+from benchmarks._chaos_hostile import KINDS, Ctx, Hostile, hostile_records, kcat_produce
+from benchmarks._chaos_scenario import RESTARTING
+from benchmarks._harness import Rec, TopicReader, flags_of, fleet_workers, until_idle
 from carriers import generator
 from carriers.network import reduce_network
 from router.contracts import wire

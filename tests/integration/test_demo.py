@@ -39,23 +39,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def read_range(bootstrap: str, topic: str, until: dict[str, list[int]]) -> list[bytes]:
     """Every value of ``topic`` below the end offsets the demo says it read up to."""
     ends = {int(p): r[1] for p, r in until.items()}
-    tps = [kafka.TopicPartition(topic, p) for p in sorted(ends)]
-    consumer = kafka.consumer(bootstrap, None)
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        todo = {tp for tp in tps if ends[tp.partition] > 0}
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=500)
-            for tp, records in batch.items():
-                out += [r.value for r in records if r.offset < ends[tp.partition] and r.value]
-                if records and records[-1].offset + 1 >= ends[tp.partition]:
-                    todo.discard(tp)
-    finally:
-        await consumer.stop()
-    return out
+    return (await kafka.read_between(bootstrap, topic, None, ends)).values
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -166,18 +150,29 @@ async def test_every_figure_of_the_summary_comes_from_the_receipts(
         by_from[m["from_carrier"]] += m["count"]
     assert by_from == moved
 
-    # The outage: the busy carrier, taken offline by the carriers during the load.
+    check_outage(s["outage"], run["busy_carrier"], out, sent)
+    check_policies(s, network, config)
+    check_outputs(s, run, stdout, out)
+
+
+def check_outage(
+    outage: dict[str, Any] | None, busy: str, out: Path, sent: list[wire.Receipt]
+) -> None:
+    """The outage: the busy carrier, taken offline by the carriers during the load."""
     scenario = tomllib.loads((out / "scenario.toml").read_text())
-    assert scenario["events"][0]["carriers"] == run["busy_carrier"]
-    outage = s["outage"]
+    assert scenario["events"][0]["carriers"] == busy
     assert outage is not None
-    assert outage["carrier"] == run["busy_carrier"]
+    assert outage["carrier"] == busy
     assert 0 < outage["start_s"] < DURATION
-    busy_sent = sum(1 for r in sent if r.carrier == run["busy_carrier"])
+    assert outage["end_s"] is not None, "the carrier came back online during the run"
+    assert outage["start_s"] < outage["end_s"]
+    busy_sent = sum(1 for r in sent if r.carrier == busy)
     assert busy_sent > 0
     assert outage["share_during"] < outage["share_before"]
 
-    # The baselines are router.tools.economics's, the live row is this run's.
+
+def check_policies(s: dict[str, Any], network: Path, config: dict[str, Any]) -> None:
+    """The baselines are router.tools.economics's, the live row is this run's."""
     expected = compare(network, ECONOMICS_COUNT, config["seed"], config["rate"])
     rows = {r["name"]: r for r in s["policies"]}
     for p in expected:
@@ -186,7 +181,9 @@ async def test_every_figure_of_the_summary_comes_from_the_receipts(
     live = rows["supernet (this run)"]
     assert live["cost_per_delivered_usd"] == s["cost_per_delivered_usd"]
 
-    # Printed, written, and stopped.
+
+def check_outputs(s: dict[str, Any], run: dict[str, Any], stdout: str, out: Path) -> None:
+    """Printed, written, and stopped."""
     assert f"{s['requests']:,}" in stdout
     assert f"{run['busy_carrier']} offline" in stdout
     for name in ("traffic-share.png", "latency.png", "cost-per-delivered.png"):

@@ -1,8 +1,10 @@
 """The three local brokers: how each is installed, configured, started and probed.
 
-Each broker renders its config from a template in ``deploy/`` into the state directory,
-starts as a plain process on loopback, and counts as up only when it answers a real
-request (a Kafka metadata request, an MQTT round trip, Prometheus's readiness endpoint).
+Each broker renders its config from a template shipped in this package
+(``router/tools/infra/templates/<broker>/``, read with ``importlib.resources``, so an
+installed wheel finds them too) into the state directory, starts as a plain process on
+loopback, and counts as up only when it answers a real request (a Kafka metadata request,
+an MQTT round trip, Prometheus's readiness endpoint).
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ import urllib.error
 import urllib.request
 import uuid
 from abc import ABC, abstractmethod
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
 from router.support.infra_settings import InfraSettings, host_in_url
 from router.support.procs import InfraError, Managed, port_open
+
+TEMPLATES: Traversable = resources.files("router.tools.infra") / "templates"
+"""The brokers' config templates: ``<broker>/<file>``, with ``$name`` fields to fill in."""
 
 
 class Broker(ABC):
@@ -56,12 +63,23 @@ class Broker(ABC):
     def ready(self) -> bool:
         """True once the broker answers a real request."""
 
-    def render(self, template: Path, target: Path, **fields: object) -> None:
-        text = Template(template.read_text()).substitute(
+    def render(self, template: str, target: Path, **fields: object) -> None:
+        """Fill in the ``$name`` fields of ``TEMPLATES/<name>/<template>`` into ``target``."""
+        text = Template((TEMPLATES / self.name / template).read_text()).substitute(
             host=self.settings.host, host_url=host_in_url(self.settings.host), **fields
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+
+    def copy(self, template: str) -> Path:
+        """``TEMPLATES/<name>/<template>`` as it is, copied into the state directory (a
+        file the broker's tools read by path)."""
+        target = self.dir / template
+        data = (TEMPLATES / self.name / template).read_bytes()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
+        return target
 
     def require(self, program: str) -> str:
         path = shutil.which(program)
@@ -94,7 +112,7 @@ class Kafka(Broker):
 
     def resolve_classpath(self) -> None:
         """Copy the broker's jars from Maven (cached in ~/.m2) once per pom.xml version."""
-        pom = self.settings.deploy_dir / "kafka" / "pom.xml"
+        pom = self.copy("pom.xml")
         digest = hashlib.sha256(pom.read_bytes()).hexdigest()
         stamp = self.lib_dir / ".pom-sha256"
         if stamp.exists() and stamp.read_text() == digest:
@@ -121,7 +139,7 @@ class Kafka(Broker):
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.settings.deploy_dir / 'kafka/log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.dir / 'logs'}",
             "-cp",
             f"{self.lib_dir}/*",
@@ -129,10 +147,11 @@ class Kafka(Broker):
 
     def prepare(self) -> None:
         self.resolve_classpath()
+        self.copy("log4j2.properties")
         data = self.dir / "data"
         config = self.dir / "server.properties"
         self.render(
-            self.settings.deploy_dir / "kafka" / "server.properties",
+            "server.properties",
             config,
             port=self.settings.kafka_port,
             controller_port=self.settings.kafka_controller_port,
@@ -196,7 +215,7 @@ class Mosquitto(Broker):
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         self.render(
-            self.settings.deploy_dir / "mosquitto" / "mosquitto.conf",
+            "mosquitto.conf",
             self.dir / "mosquitto.conf",
             port=self.port,
             log_file=self.dir / "logs" / "mosquitto.log",
@@ -248,7 +267,7 @@ class Prometheus(Broker):
         self.require("prometheus")
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         self.render(
-            self.settings.deploy_dir / "prometheus" / "prometheus.yml",
+            "prometheus.yml",
             self.dir / "prometheus.yml",
             port=self.port,
             targets_dir=self.targets_dir,

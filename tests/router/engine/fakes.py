@@ -1,9 +1,10 @@
 """Plain fakes around ``router.engine.pipeline.Pipeline``: no brokers, no real time.
 
-``World`` wires a real ``Router`` (the example network) to a ``FakeLink`` that records
-submits, a ``FakeSink`` that records receipts and dead letters and lets the test decide
-when Kafka acknowledges them, a real ``OffsetTracker`` and fake clocks. Expected prices
-come from ``deck_price``, which reads the example decks' CSV files directly.
+``World`` wires a real ``Router`` (the example network) to a ``FakeLink`` (the carrier
+transport's outbox, a ``router.engine.transports.base.Submitter``) that records submits,
+a ``FakeSink`` that records receipts and dead letters and lets the test decide when Kafka
+acknowledges them, a real ``OffsetTracker`` and fake clocks. Expected prices come from
+``deck_price``, which reads the example decks' CSV files directly.
 """
 
 from __future__ import annotations
@@ -264,12 +265,22 @@ class World:
     ) -> None:
         billed = item.price if price is None else price
         result = interconnect.SubmitResult(
-            id=item.id, accepted=True, carrier=carrier, attempt=item.attempt, price=billed
+            id=item.id,
+            accepted=True,
+            carrier=carrier,
+            attempt=item.attempt,
+            price=billed,
+            ask=item.ask,
         )
         self.pipeline.on_results(carrier, [result])
 
     def reject(self, carrier: str, item: interconnect.SubmitItem, code: int | None) -> None:
         result = interconnect.SubmitResult(
-            id=item.id, accepted=False, carrier=carrier, attempt=item.attempt, code=code
+            id=item.id,
+            accepted=False,
+            carrier=carrier,
+            attempt=item.attempt,
+            code=code,
+            ask=item.ask,
         )
         self.pipeline.on_results(carrier, [result])

@@ -1,4 +1,4 @@
-"""The fleet: restart backoff, whole-line output, static group membership per slot.
+"""The fleet: restart backoff, stop, whole-line output, static group membership per slot.
 
 The end-to-end tests run the real supervisor over fake workers (small Python scripts).
 """
@@ -25,40 +25,70 @@ from router.cli import build_parser, main
 from router.cli.worker import fleet_worker_args, group_instance_ids
 from router.engine import fleet as fleet_mod
 from router.engine import settings as settings_mod
-from router.engine.fleet import BACKOFF_S, STABLE_S, Backoff, Fleet, backoff, forward_lines
+from router.engine.fleet import (
+    RESTART_CAP_S,
+    RESTART_INITIAL_S,
+    STABLE_S,
+    Fleet,
+    Restarts,
+    forward_lines,
+)
+from router.support.backoff import Backoff
 
-# --- backoff ------------------------------------------------------------------------------
+# --- restart backoff ----------------------------------------------------------------------
+
+STEPS = (0.2, 0.4, 0.8, 1.6, 3.2, 5.0)  # Backoff(0.2, 5.0) at the top of its jitter
+
+
+def top() -> Backoff:
+    return Backoff(RESTART_INITIAL_S, RESTART_CAP_S, rng=lambda: 1.0)
+
+
+def restarts() -> Restarts:
+    return Restarts(top(), top())
 
 
 def test_quick_failures_climb_to_5_s_and_stay_there() -> None:
-    failures, delays = 0, []
-    for _ in range(7):
-        delay, failures = backoff(1.0, 1, failures)
-        delays.append(delay)
-    assert delays == [0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0]
+    r = restarts()
+    assert [r.delay(1.0, 1) for _ in range(8)] == [*STEPS, 5.0, 5.0]
+
+
+def test_restart_waits_are_jittered_within_the_upper_half_of_each_step() -> None:
+    low = Restarts(Backoff(0.2, 5.0, rng=lambda: 0.0), Backoff(0.2, 5.0, rng=lambda: 0.0))
+    assert [low.delay(1.0, 1) for _ in range(3)] == [0.1, 0.2, 0.4]
 
 
 def test_a_run_of_stable_s_resets_the_backoff() -> None:
-    assert backoff(STABLE_S, 1, 4) == Backoff(0.2, 0)
-    assert backoff(STABLE_S - 0.01, 1, 4) == Backoff(5.0, 5)
+    r = restarts()
+    for _ in range(4):
+        r.delay(1.0, 1)
+    assert r.delay(STABLE_S, 1) == 0.2
+    assert r.failures == 0
+    assert r.delay(STABLE_S - 0.01, 1) == 0.2  # the first quick failure after it
+    assert r.delay(STABLE_S - 0.01, 1) == 0.4
 
 
 def test_a_worker_killed_every_10_s_comes_back_after_the_first_step_each_time() -> None:
-    failures = 0
+    r = restarts()
     for _ in range(20):
-        delay, failures = backoff(10.0, -signal.SIGKILL, failures)
-        assert delay == 0.2
+        assert r.delay(10.0, -signal.SIGKILL) == 0.2
 
 
 def test_a_kill_from_outside_neither_counts_nor_resets_quick_failures() -> None:
-    assert backoff(0.5, -signal.SIGKILL, 3) == Backoff(0.2, 3)
-    assert backoff(0.5, -signal.SIGTERM, 3) == Backoff(0.2, 3)
-    assert backoff(0.5, 1, 3) == Backoff(2.0, 4)
+    r = restarts()
+    for _ in range(3):
+        r.delay(0.5, 1)
+    assert r.delay(0.5, -signal.SIGKILL) == 0.2
+    assert r.delay(0.5, -signal.SIGTERM) == 0.2
+    assert r.failures == 3
+    assert r.delay(0.5, 1) == 1.6
 
 
 def test_a_crash_by_signal_counts_as_a_failure() -> None:
-    assert backoff(0.5, -signal.SIGSEGV, 3) == Backoff(2.0, 4)
-    assert backoff(0.5, -signal.SIGABRT, 0) == Backoff(0.2, 1)
+    r = restarts()
+    assert r.delay(0.5, -signal.SIGSEGV) == 0.2
+    assert r.delay(0.5, -signal.SIGABRT) == 0.4
+    assert r.failures == 2
 
 
 def expected_delays(exits: Sequence[tuple[float, int]]) -> list[float]:
@@ -67,7 +97,7 @@ def expected_delays(exits: Sequence[tuple[float, int]]) -> list[float]:
     out = []
     for k, (ran_s, code) in enumerate(exits):
         if ran_s >= STABLE_S or (code < 0 and -code not in fleet_mod.CRASH_SIGNALS):
-            out.append(BACKOFF_S[0])
+            out.append(STEPS[0])
             continue
         quick = 0
         for before_s, before_code in reversed(exits[: k + 1]):
@@ -75,7 +105,7 @@ def expected_delays(exits: Sequence[tuple[float, int]]) -> list[float]:
                 break
             if before_code >= 0 or -before_code in fleet_mod.CRASH_SIGNALS:
                 quick += 1
-        out.append(BACKOFF_S[min(quick - 1, len(BACKOFF_S) - 1)])
+        out.append(STEPS[min(quick - 1, len(STEPS) - 1)])
     return out
 
 
@@ -89,11 +119,8 @@ def expected_delays(exits: Sequence[tuple[float, int]]) -> list[float]:
     )
 )
 def test_backoff_follows_the_rule_for_any_history(exits: list[tuple[float, int]]) -> None:
-    failures, delays = 0, []
-    for ran_s, code in exits:
-        delay, failures = backoff(ran_s, code, failures)
-        delays.append(delay)
-    assert delays == expected_delays(exits)
+    r = restarts()
+    assert [r.delay(ran_s, code) for ran_s, code in exits] == expected_delays(exits)
 
 
 # --- forwarding lines ---------------------------------------------------------------------
@@ -165,7 +192,7 @@ def fake_fleet(script: str, workers: int, **kw: Any) -> tuple[Fleet, LineSink, L
         command=(sys.executable, "-c", script),
         stdout=out,
         stderr=err,
-        **kw,
+        **{"backoff": top, **kw},
     )
     return fleet, out, err
 
@@ -222,7 +249,7 @@ async def test_a_failing_slot_restarts_with_the_same_arguments_and_its_restart_c
     restarts = [e for e in logs if e["event"] == "worker exited; restarting"]
     assert [(e["slot"], e["exit_code"], e["restart_in_s"], e["restarts"]) for e in restarts] == [
         (0, 1, 0.2, 1),
-        (0, 1, 0.5, 2),
+        (0, 1, 0.4, 2),
     ]
     assert all(isinstance(e["pid"], int) and e["ran_s"] < STABLE_S for e in restarts)
     assert fleet.restarts == [2]
@@ -263,6 +290,49 @@ async def test_a_worker_that_rejects_its_settings_stops_the_fleet() -> None:
     events = [e["event"] for e in logs]
     assert "worker rejected its settings; stopping the fleet" in events
     assert "worker exited; restarting" not in events
+
+
+FAILS_AT_ONCE = """
+import sys
+print("up", flush=True)
+sys.exit(1)
+"""
+
+
+async def test_a_stop_while_a_slot_waits_to_restart_ends_the_wait() -> None:
+    slow = lambda: Backoff(60.0, 60.0, rng=lambda: 1.0)  # noqa: E731
+    fleet, out, _ = fake_fleet(FAILS_AT_ONCE, workers=1, backoff=slow)
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:  # far less than 60 s
+            run = tg.create_task(fleet.run())
+            await out.wait_lines(1)
+            while not any(e["event"] == "worker exited; restarting" for e in logs):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            fleet.stop.set()
+    assert run.result() == 1  # the last exit was not clean
+    assert out.lines() == [b"up"]  # never started again
+    assert fleet.restarts == [1]
+
+
+IGNORES_SIGTERM = """
+import signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("up", flush=True)
+signal.pause()
+"""
+
+
+async def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
+    fleet, out, _ = fake_fleet(IGNORES_SIGTERM, workers=1)
+    fleet.stop_grace_s = 0.2
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+            run = tg.create_task(fleet.run())
+            await out.wait_lines(1)
+            fleet.stop.set()
+    assert run.result() == 1
+    assert "worker did not stop in time; killing it" in [e["event"] for e in logs]
+    assert fleet.procs[0].returncode == -signal.SIGKILL
 
 
 LEAVES_A_GRANDCHILD = """

@@ -1,6 +1,9 @@
-"""The committable offset never passes a record whose outcome is not durable."""
+"""The committable offset never passes a record whose outcome is not durable; waiting
+for partitions to settle is woken by the calls that finish their records."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from hypothesis import given
@@ -80,3 +83,53 @@ def test_committable_is_lowest_unfinished(gaps: list[int], rnd: object) -> None:
         expected = min(unfinished) if unfinished else offsets[-1] + 1
         assert t.committable(0) == expected
         assert t.in_flight == len(unfinished)
+
+
+# --- waiting for partitions to settle -----------------------------------------------------
+
+
+async def test_settled_returns_once_the_partitions_in_flight_are_done() -> None:
+    t: OffsetTracker[str] = OffsetTracker()
+    t.add("a", 0)
+    t.add("a", 1)
+    t.add("b", 0)
+    waiting = asyncio.create_task(t.settled(["a"]))
+    everything = asyncio.create_task(t.settled())
+    await asyncio.sleep(0)
+    t.done("a", 1)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    t.done("a", 0)
+    async with asyncio.timeout(1):
+        await waiting
+    assert not everything.done()  # "b" is still in flight
+    t.done("b", 0)
+    async with asyncio.timeout(1):
+        await everything
+
+
+async def test_settled_returns_at_once_when_nothing_is_in_flight() -> None:
+    t: OffsetTracker[str] = OffsetTracker()
+    async with asyncio.timeout(1):
+        await t.settled()
+        await t.settled(["never-seen"])
+
+
+async def test_forgetting_a_partition_settles_it() -> None:
+    t: OffsetTracker[str] = OffsetTracker()
+    t.add("a", 0)
+    waiting = asyncio.create_task(t.settled())
+    await asyncio.sleep(0)
+    t.forget("a")
+    async with asyncio.timeout(1):
+        await waiting
+
+
+async def test_a_waiter_that_times_out_is_removed() -> None:
+    t: OffsetTracker[str] = OffsetTracker()
+    t.add("a", 0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await t.settled(["a"])
+    assert t._waiters == []
+    t.done("a", 0)

@@ -1,10 +1,11 @@
 """``KafkaSink`` with a plain fake producer: batches Kafka refuses for a while are sent
-again, in order, and every record's callback runs exactly once; a refusal for good is
-fatal."""
+again, in order, after a backoff, and every record's callback runs exactly once; a refusal
+for good is raised from ``run()``; ``flush`` waits for the queues and the producer."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from router.contracts import wire
 from router.engine.attempts import IN_FLIGHT, AttemptRecord
 from router.engine.sink import KafkaSink
+from router.support.backoff import Backoff
 
 
 class FakeBatch:
@@ -35,6 +37,7 @@ class FakeProducer:
         self.error = error
         self.batch_limit = batch_limit
         self.written: list[tuple[str, int, bytes | None, bytes]] = []
+        self.flushes = 0
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.batch_limit)
@@ -53,7 +56,18 @@ class FakeProducer:
         return future
 
     async def flush(self) -> None:
-        return None
+        self.flushes += 1
+
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes | None, headers: Any
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        self.written.append((topic, -1, key, value or b""))
+        future.set_result(None)
+        return future
 
 
 def receipt(i: int) -> wire.Receipt:
@@ -68,6 +82,24 @@ async def drive(sink: KafkaSink, until: Any, timeout: float = 5.0) -> None:
                 await asyncio.sleep(0.01)
     finally:
         runner.cancel()
+
+
+class Delays(Backoff):
+    """A Backoff of tiny steps that notes each wait handed out, and each reset."""
+
+    def __init__(self) -> None:
+        super().__init__(0.001, 0.004, rng=lambda: 1.0)
+        self.given: list[float] = []
+        self.resets = 0
+
+    def delay(self) -> float:
+        d = super().delay()
+        self.given.append(d)
+        return d
+
+    def reset(self) -> None:
+        self.resets += 1
+        super().reset()
 
 
 async def test_retriable_failures_are_sent_again_and_each_callback_runs_once() -> None:
@@ -94,12 +126,80 @@ async def test_retriable_failures_are_sent_again_and_each_callback_runs_once() -
     assert [(t, p) for t, p, _, _ in producer.written if t == "a"] == [("a", 2)]
 
 
-async def test_a_refusal_for_good_is_fatal() -> None:
+async def test_a_refusal_for_good_is_raised_from_run() -> None:
     producer = FakeProducer(failures=1, error=MessageSizeTooLargeError())
     sink = KafkaSink(producer, "r", "d", "a")
-    sink.receipt(receipt(1), lambda: None)
-    runner = asyncio.create_task(sink.run())
+    done: list[int] = []
+    sink.receipt(receipt(1), lambda: done.append(1))
     with pytest.raises(RuntimeError, match="did not take"):
         async with asyncio.timeout(5):
-            await sink.failed()
-    runner.cancel()
+            await sink.run()
+    assert done == []  # the record is not durable: its offset must never be committed
+
+
+async def test_a_refusal_for_good_fails_the_task_group_that_runs_the_sink() -> None:
+    producer = FakeProducer(failures=1, error=MessageSizeTooLargeError())
+    sink = KafkaSink(producer, "r", "d", "a")
+    other = asyncio.Event()
+
+    async def worker() -> None:
+        async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+            tg.create_task(sink.run())
+            tg.create_task(other.wait())  # another component: cancelled with the group
+            sink.receipt(receipt(1), lambda: None)
+
+    with pytest.raises(ExceptionGroup) as caught:
+        await worker()
+    assert caught.group_contains(RuntimeError, match="did not take")
+
+
+async def test_a_dead_letter_refused_for_good_is_raised_from_run() -> None:
+    producer = FakeProducer(failures=1, error=MessageSizeTooLargeError())
+    sink = KafkaSink(producer, "r", "d", "a")
+    sink.dead_letter(b"garbage", None, [], lambda: None)
+    with pytest.raises(RuntimeError, match="did not take"):
+        async with asyncio.timeout(5):
+            await sink.run()
+
+
+async def test_retries_back_off_and_a_taken_batch_resets_the_backoff() -> None:
+    producer = FakeProducer(failures=3, error=KafkaTimeoutError(), batch_limit=100)
+    delays = Delays()
+    sink = KafkaSink(producer, "r", "d", "a", backoff=delays)
+    done: list[int] = []
+    sink.receipt(receipt(1), lambda: done.append(1))
+    await drive(sink, lambda: done == [1])
+    assert delays.given == [0.001, 0.002, 0.004]  # one wait per refusal, doubling
+    assert delays.resets == 1
+
+
+async def test_dead_letters_refused_for_a_while_are_sent_again() -> None:
+    producer = FakeProducer(failures=2, error=KafkaTimeoutError())
+    sink = KafkaSink(producer, "r", "d", "a", backoff=Backoff(0.001, 0.002))
+    done: list[str] = []
+    sink.dead_letter(b"garbage", b"k", [("reason", b"x")], lambda: done.append("dl"))
+    await drive(sink, lambda: done == ["dl"])
+    assert producer.written == [("d", -1, b"k", b"garbage")]
+
+
+async def test_flush_waits_until_everything_queued_is_with_kafka() -> None:
+    producer = FakeProducer(failures=2, error=KafkaTimeoutError())
+    sink = KafkaSink(producer, "r", "d", "a", backoff=Backoff(0.001, 0.002))
+    done: list[int] = []
+    for i in range(10):
+        sink.receipt(receipt(i), functools.partial(done.append, i))
+    sink.dead_letter(b"x", None, [], lambda: done.append(-1))
+    async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+        runner = tg.create_task(sink.run())
+        await sink.flush()
+        runner.cancel()
+    assert sorted(done) == [-1, *range(10)]
+    assert producer.flushes == 1
+
+
+async def test_flush_of_an_empty_sink_returns_at_once() -> None:
+    producer = FakeProducer(failures=0, error=KafkaTimeoutError())
+    sink = KafkaSink(producer, "r", "d", "a")
+    async with asyncio.timeout(1):
+        await sink.flush()
+    assert producer.flushes == 1

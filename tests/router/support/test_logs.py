@@ -1,7 +1,10 @@
-"""RepeatFilter: a warning that repeats is logged once per interval, with a count."""
+"""The one logging set-up (the worker's and the carriers'): UTC ISO timestamps, JSON or
+console lines, the level; and RepeatFilter: a warning that repeats is logged once per
+interval, with a count."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import subprocess
@@ -150,7 +153,7 @@ import sys
 import structlog
 from router.support import logs
 
-logs.configure("json", "info", **eval(sys.argv[1]))
+logs.configure(**{"fmt": "json", "level": "info", **eval(sys.argv[1])})
 log = structlog.get_logger("t")
 for n in range(5):
     log.warning("broker unreachable", n=n)
@@ -160,11 +163,16 @@ logs.flush()
 """
 
 
-def run_logging(configure_kw: str) -> list[dict[str, Any]]:
+def run_logging_raw(configure_kw: str) -> list[str]:
+    """stderr's lines of SCRIPT, with ``logs.configure`` called with these keywords."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, configure_kw], capture_output=True, check=True, timeout=60
     )
-    return [json.loads(line) for line in done.stderr.decode().splitlines()]
+    return done.stderr.decode().splitlines()
+
+
+def run_logging(configure_kw: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in run_logging_raw(configure_kw)]
 
 
 def test_configure_summarises_repeats_by_default() -> None:
@@ -183,3 +191,34 @@ def test_configure_without_an_interval_logs_every_repeat() -> None:
     warnings = [line["n"] for line in lines if line["event"] == "broker unreachable"]
     assert warnings == [0, 1, 2, 3, 4]
     assert not any("repeated" in line for line in lines)
+
+
+def _utc(stamp: str) -> dt.datetime:
+    """An ISO timestamp that says it is UTC (``Z``), as an aware datetime."""
+    assert stamp.endswith("Z"), stamp
+    parsed = dt.datetime.fromisoformat(stamp)
+    assert parsed.utcoffset() == dt.timedelta(0)
+    return parsed
+
+
+def test_every_line_has_a_utc_iso_timestamp() -> None:
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    lines = run_logging("{'repeat_interval_s': None}")
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    assert len(lines) == 8
+    assert all(before <= _utc(line["timestamp"]) <= after for line in lines)
+
+
+def test_the_console_format_has_the_same_timestamps_and_no_colours_off_a_terminal() -> None:
+    lines = run_logging_raw("{'fmt': 'console', 'repeat_interval_s': None}")
+    assert len(lines) == 8
+    stamp, rest = lines[0].split(" ", 1)
+    assert _utc(stamp).year >= 2024
+    assert "broker unreachable" in rest
+    assert "n=0" in rest
+    assert "\x1b[" not in "".join(lines)  # stderr is a pipe here
+
+
+def test_the_level_filters_what_is_logged() -> None:
+    lines = run_logging("{'level': 'warning', 'repeat_interval_s': None}")
+    assert [line["event"] for line in lines] == ["broker unreachable"] * 5

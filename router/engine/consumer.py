@@ -1,0 +1,224 @@
+"""The worker's requests consumer: intake with backpressure, rebalances, commits.
+
+``RequestIntake`` hands records of the requests topic to the pipeline, pausing every
+partition while ``max_in_flight`` requests are in flight or any is held (and resuming
+below ``RESUME_AT`` of it). Records are tracked per (partition, assignment generation),
+so that outcomes that finish after a partition was revoked (and maybe assigned back)
+never touch the new bookkeeping.
+
+On assignment (``Rebalance``) it restores the partitions' recent attempts from the
+attempts log before any record of theirs is handled: a record fetched meanwhile is put
+back (``seek``) and read again once its partition is assigned. On revocation it waits
+(up to ``REVOKE_DRAIN_S``, woken by the offset tracker, not by polling) for the
+partitions' records in flight, commits what is committable and forgets them.
+
+``Consumer`` is the part of ``aiokafka.AIOKafkaConsumer`` this uses: the seam for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from router.engine import attempts, kafka
+from router.engine.metrics import Metrics
+from router.engine.offsets import OffsetTracker
+from router.engine.pipeline import Pipeline
+
+log = structlog.get_logger("router.engine.worker")
+
+PartitionKey = tuple[kafka.TopicPartition, int]  # (partition, assignment generation)
+ReadAttempts = Callable[[list[int]], Awaitable[dict[int, list[bytes]]]]
+"""Attempt records of the dedupe window, per requests partition number (its values)."""
+
+RESUME_AT = 0.75  # intake resumes below this share of max_in_flight
+REVOKE_DRAIN_S = 5.0  # how long a rebalance waits for the revoked partitions' work
+SLICE = 500  # records asked for at most per poll: keeps the loop responsive
+
+
+class Consumer(Protocol):
+    def assignment(self) -> set[Any]: ...
+
+    def pause(self, *partitions: Any) -> None: ...
+
+    def resume(self, *partitions: Any) -> None: ...
+
+    async def getmany(
+        self, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[Any, list[Any]]: ...
+
+    def seek(self, partition: Any, offset: int) -> None: ...
+
+    async def commit(self, offsets: dict[Any, int]) -> None: ...
+
+
+class RequestIntake:
+    def __init__(
+        self,
+        consumer: Consumer,
+        pipeline: Pipeline,
+        tracker: OffsetTracker[PartitionKey],
+        metrics: Metrics,
+        *,
+        max_in_flight: int,
+        read_attempts: ReadAttempts,
+        stop: asyncio.Event,
+        revoke_drain_s: float = REVOKE_DRAIN_S,
+    ) -> None:
+        self.consumer = consumer
+        self.pipeline = pipeline
+        self.tracker = tracker
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.read_attempts = read_attempts
+        self.stop = stop  # set: intake stops (the worker drains then)
+        self.revoke_drain_s = revoke_drain_s
+        self.generation: dict[kafka.TopicPartition, int] = {}  # tp -> its assignment's key
+        self._generations = 0
+        self.paused = False
+        self.fatal: BaseException | None = None  # set by a callback that cannot raise
+
+    # -- partitions and offsets ---------------------------------------------------------
+
+    def assign(self, assigned: set[kafka.TopicPartition]) -> None:
+        for tp in assigned:
+            self._generations += 1
+            self.generation[tp] = self._generations
+        self.paused = False
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def restore(self, assigned: set[kafka.TopicPartition]) -> None:
+        """Read the assigned partitions' attempts of the dedupe window back into memory."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        found = await self.read_attempts(sorted(tp.partition for tp in assigned))
+        total = 0
+        for partition, values in sorted(found.items()):
+            records = []
+            for value in values:
+                try:
+                    records.append(attempts.DECODER.decode(value))
+                except ValueError:
+                    log.warning("undecodable attempt record skipped", partition=partition)
+            self.pipeline.restore(partition, records)
+            total += len(records)
+        self.metrics.attempts_restored.inc(total)
+        log.info("attempts restored", partitions=sorted(tp.partition for tp in assigned),
+                 records=total, seconds=round(loop.time() - started, 3))  # fmt: skip
+
+    async def revoke(self, revoked: set[kafka.TopicPartition]) -> None:
+        tracker = self.tracker
+        keys = [(tp, self.generation[tp]) for tp in revoked if tp in self.generation]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.revoke_drain_s):
+                await tracker.settled(keys)
+        offsets: dict[kafka.TopicPartition, int] = {}
+        for key in keys:
+            offset = tracker.committable(key)
+            if offset is not None:
+                offsets[key[0]] = offset
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except (kafka.CommitFailedError, kafka.KafkaError) as e:
+                log.warning("commit on revoke failed; the new owner re-reads", error=str(e))
+        abandoned = sum(tracker.forget(k) for k in keys)
+        for tp in revoked:
+            self.generation.pop(tp, None)
+        self.pipeline.forget({tp.partition for tp in revoked})
+        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked),
+                 abandoned_in_flight=abandoned)  # fmt: skip
+
+    async def commit(self) -> None:
+        """Commit what moved in the partitions assigned now; a failure is retried by the
+        next commit."""
+        current = set(self.generation.items())
+        moved = {k: o for k, o in self.tracker.to_commit().items() if k in current}
+        if not moved:
+            return
+        offsets = {key[0]: offset for key, offset in moved.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except kafka.CommitFailedError as e:
+            log.warning("commit failed (rebalance); retried with the next commit", error=str(e))
+            return
+        except (kafka.KafkaError, OSError) as e:  # the broker is away: commit again later
+            log.warning("commit failed; retried with the next commit", error=repr(e))
+            return
+        self.tracker.committed(moved)
+        self.metrics.commits.inc()
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Hand records to the pipeline until ``stop`` is set."""
+        tracker = self.tracker
+        pipeline = self.pipeline
+        high = self.max_in_flight
+        observe = self.metrics.decision_seconds.observe
+        while not self.stop.is_set():
+            if self.fatal is not None:
+                raise RuntimeError("restoring attempts on assignment failed") from self.fatal
+            self._backpressure()
+            room = max(1, high - tracker.in_flight)
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=min(room, SLICE))
+            self._take(batches)
+            if pipeline.decisions:
+                observe(pipeline.decision_time / pipeline.decisions)
+                pipeline.decision_time = 0.0
+                pipeline.decisions = 0
+        log.info("intake stopped", in_flight=tracker.in_flight)
+
+    def _backpressure(self) -> None:
+        consumer = self.consumer
+        in_flight = self.tracker.in_flight
+        held = bool(self.pipeline.held)
+        if (in_flight >= self.max_in_flight or held) and not self.paused:
+            consumer.pause(*consumer.assignment())
+            self.paused = True
+            self.metrics.paused_partitions.set(len(consumer.assignment()))
+        elif self.paused and in_flight < int(self.max_in_flight * RESUME_AT) and not held:
+            consumer.resume(*consumer.assignment())
+            self.paused = False
+            self.metrics.paused_partitions.set(0)
+
+    def _take(self, batches: dict[Any, list[Any]]) -> None:
+        take = self.pipeline.take
+        generation = self.generation
+        for tp, records in batches.items():
+            gen = generation.get(tp)
+            if gen is None:
+                # Not ours yet (aiokafka fetches as soon as a partition is assigned, while
+                # its attempts are still being restored) or not ours any more (revoked):
+                # handling these now could send a message to a carrier the attempts log
+                # does not know of. Read them again once assigned.
+                with contextlib.suppress(kafka.KafkaError, ValueError, AssertionError):
+                    self.consumer.seek(tp, records[0].offset)
+                continue
+            key = (tp, gen)
+            for r in records:
+                take(key, r.topic, r.partition, r.offset, r.key, r.value)
+
+    def pause_all(self) -> None:
+        """Stop fetching (before a drain)."""
+        self.consumer.pause(*self.consumer.assignment())
+
+
+class Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, intake: RequestIntake) -> None:
+        self.intake = intake
+
+    async def on_partitions_revoked(self, revoked: set[kafka.TopicPartition]) -> None:
+        await self.intake.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
+        try:
+            await self.intake.restore(assigned)
+        except Exception as e:  # aiokafka would log and go on: without the attempts, no
+            self.intake.fatal = e  # record of these partitions may be routed, so stop
+            return
+        self.intake.assign(assigned)

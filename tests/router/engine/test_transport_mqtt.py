@@ -1,0 +1,349 @@
+"""The MQTT transport without a broker: the outbox's batching per carrier process, ack
+batching and requeueing, and the link over a fake client (publishing, dispatch, a
+cut-off batch published again after a reconnect, the reconnect backoff)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiomqtt
+
+from router.contracts import interconnect
+from router.engine.transports.mqtt import (
+    ACK_FLUSH_S,
+    CarrierLink,
+    Client,
+    MqttOutbox,
+    reply_topic,
+)
+from router.support.backoff import Backoff
+
+
+def item(i: int, carrier: str) -> interconnect.SubmitItem:
+    return interconnect.SubmitItem(id=f"m{i}", to="+447700900123", carrier=carrier)
+
+
+def submits(payload: bytes) -> list[tuple[str, str]]:
+    batch = interconnect.SUBMIT_BATCH.decode(payload)
+    return [(x.id, x.carrier) for x in batch.items]
+
+
+async def take_now(outbox: MqttOutbox, timeout: float = 1.0) -> tuple[str, list[Any], bytes]:
+    async with asyncio.timeout(timeout):
+        return await outbox.take()
+
+
+# --- the outbox ---------------------------------------------------------------------------
+
+
+async def test_submits_are_batched_per_carrier_process_by_its_directory() -> None:
+    outbox = MqttOutbox("w1")
+    outbox.on_directory("h1", ["gb-ee", "gb-o2"])
+    outbox.submit("gb-ee", item(1, "gb-ee"))
+    outbox.submit("gb-o2", item(2, "gb-o2"))
+    outbox.submit("fr-orange", item(3, "fr-orange"))  # no directory names it
+    outbox.flush()
+    batches = {}
+    for _ in range(2):
+        topic, items, payload = await take_now(outbox)
+        batches[topic] = submits(payload)
+        assert [(x.id, x.carrier) for x in items] == batches[topic]
+        outbox.published()
+    assert batches == {
+        interconnect.host_submit_topic("h1"): [("m1", "gb-ee"), ("m2", "gb-o2")],
+        interconnect.submit_topic("fr-orange"): [("m3", "fr-orange")],
+    }
+    assert interconnect.SUBMIT_BATCH.decode(payload).reply_to == reply_topic("w1")
+
+
+async def test_a_directory_that_drops_a_carrier_sends_it_to_its_own_topic_again() -> None:
+    outbox = MqttOutbox("w1")
+    outbox.on_directory("h1", ["gb-ee", "gb-o2"])
+    outbox.on_directory("h1", ["gb-o2"])
+    outbox.submit("gb-ee", item(1, "gb-ee"))
+    outbox.flush()
+    topic, _, _ = await take_now(outbox)
+    assert topic == interconnect.submit_topic("gb-ee")
+    assert outbox.hosts == {"gb-o2": "h1"}
+
+
+async def test_a_batch_is_queued_when_full_or_when_its_timer_runs_out() -> None:
+    outbox = MqttOutbox("w1")
+    for i in range(interconnect.MAX_BATCH):
+        outbox.submit("c", item(i, "c"))
+    assert outbox.queued == 1  # full: queued at once
+    _, items, _ = await take_now(outbox)
+    assert len(items) == interconnect.MAX_BATCH
+    outbox.published()
+    outbox.submit("c", item(999, "c"))
+    assert outbox.queued == 0  # being filled
+    _, items, _ = await take_now(outbox)  # after FLUSH_INTERVAL_S
+    assert [x.id for x in items] == ["m999"]
+
+
+async def test_acknowledgements_are_batched_per_carrier_process() -> None:
+    outbox = MqttOutbox("w1")
+    outbox.ack_report("h1", "gb-ee", "m1")
+    outbox.ack_report("h2", "fr-orange", "m2")
+    outbox.ack_report("h1", "gb-o2", "m3")
+    assert outbox.queued == 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    got = {}
+    for _ in range(2):
+        topic, items, payload = await take_now(outbox)
+        assert items == []
+        batch = interconnect.REPORT_ACK_BATCH.decode(payload)
+        assert batch.router == "w1"
+        got[topic] = [(a.carrier, a.id) for a in batch.acks]
+    assert loop.time() - started >= ACK_FLUSH_S * 0.9
+    assert got == {
+        interconnect.host_dlr_ack_topic("h1"): [("gb-ee", "m1"), ("gb-o2", "m3")],
+        interconnect.host_dlr_ack_topic("h2"): [("fr-orange", "m2")],
+    }
+
+
+async def test_a_full_ack_batch_is_queued_at_once() -> None:
+    outbox = MqttOutbox("w1")
+    for i in range(interconnect.MAX_BATCH * 4):
+        outbox.ack_report("h1", "c", f"m{i}")
+    assert outbox.queued == 1
+    _, _, payload = await take_now(outbox)
+    assert len(interconnect.REPORT_ACK_BATCH.decode(payload).acks) == interconnect.MAX_BATCH * 4
+
+
+async def test_a_cut_off_batch_goes_first_again_and_idle_waits_for_it() -> None:
+    outbox = MqttOutbox("w1")
+    for i in (1, 2):
+        outbox.submit(f"c{i}", item(i, f"c{i}"))
+    outbox.flush()
+    first = await take_now(outbox)
+    assert outbox.queued == 2  # one queued, one being published
+    outbox.requeue(first)
+    assert (await take_now(outbox))[0] == first[0]
+    outbox.published()
+    idle = asyncio.create_task(outbox.wait_idle())
+    second = await take_now(outbox)
+    await asyncio.sleep(0)
+    assert not idle.done()  # a batch is still being published
+    assert second[0] != first[0]
+    outbox.published()
+    async with asyncio.timeout(1):
+        await idle
+    assert outbox.queued == 0
+
+
+# --- the link, over a fake client ---------------------------------------------------------
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def on_published(self, carrier: str, items: Sequence[interconnect.SubmitItem]) -> None:
+        self.calls.append(("published", [x.id for x in items]))
+
+    def on_results(self, carrier: str, results: Sequence[interconnect.SubmitResult]) -> None:
+        self.calls.append(("results", (carrier, [r.id for r in results])))
+
+    def on_reports(self, carrier: str, reports: Sequence[interconnect.DeliveryReport]) -> None:
+        self.calls.append(("reports", (carrier, [r.id for r in reports])))
+
+    def on_status(self, carrier: str, online: bool) -> None:
+        self.calls.append(("status", (carrier, online)))
+
+    def on_changed(self, carriers: Sequence[str]) -> None:
+        self.calls.append(("changed", list(carriers)))
+
+    def named(self, kind: str) -> list[Any]:
+        return [arg for k, arg in self.calls if k == kind]
+
+
+class FakeClient:
+    """A broker session: takes publishes (or cuts them off), feeds incoming messages."""
+
+    def __init__(self, *, cut_publishes: bool = False) -> None:
+        self.pending_calls_threshold = 10
+        self.subscribed: list[str] = []
+        self.published: list[tuple[str, bytes]] = []
+        self.cut_publishes = cut_publishes
+        self.publishing = asyncio.Event()
+        self.incoming: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+
+    async def __aenter__(self) -> FakeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.closed.set()
+
+    async def subscribe(self, topic: str, qos: int = 0) -> object:
+        self.subscribed.append(topic)
+        return ()
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.publishing.set()
+        if self.cut_publishes:
+            await asyncio.sleep(0.01)
+            self.drop()
+            raise aiomqtt.MqttError("connection lost while publishing")
+        self.published.append((topic, payload))
+
+    def drop(self) -> None:
+        self.incoming.put_nowait(None)
+
+    @property
+    def messages(self) -> AsyncIterator[aiomqtt.Message]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[aiomqtt.Message]:
+        while True:
+            got = await self.incoming.get()
+            if got is None:
+                raise aiomqtt.MqttError("Disconnected during message iteration")
+            yield aiomqtt.Message(got[0], got[1], 1, False, 1, None)
+
+
+class Refused:
+    async def __aenter__(self) -> FakeClient:
+        raise OSError("connection refused")
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class Recording(Backoff):
+    def __init__(self) -> None:
+        super().__init__(0.001, 0.004, rng=lambda: 1.0)
+        self.given: list[float] = []
+
+    def delay(self) -> float:
+        d = super().delay()
+        self.given.append(d)
+        return d
+
+
+def link_over(
+    sessions: list[FakeClient | Refused], handler: Handler, backoff: Backoff | None = None
+) -> tuple[CarrierLink, MqttOutbox, list[bool]]:
+    outbox = MqttOutbox("w1")
+    states: list[bool] = []
+    pending = list(sessions)
+
+    def connect() -> contextlib.AbstractAsyncContextManager[Client]:
+        return pending.pop(0) if pending else FakeClient()
+
+    link = CarrierLink(
+        "localhost", 1883, "w1", "routers", outbox, handler,
+        on_state=states.append, backoff=backoff or Recording(), connect=connect,
+    )  # fmt: skip
+    return link, outbox, states
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - a test watching the link's tasks
+            await asyncio.sleep(0.005)
+
+
+async def test_the_link_subscribes_publishes_and_the_handler_hears_of_it() -> None:
+    client = FakeClient()
+    handler = Handler()
+    link, outbox, states = link_over([client], handler)
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(link.run())
+        async with asyncio.timeout(1):
+            await link.wait_ready()
+        assert client.subscribed == [
+            reply_topic("w1"),
+            interconnect.dlr_shared_subscription("routers"),
+            interconnect.STATUS_ALL,
+            interconnect.DIRECTORY_ALL,
+        ]
+        assert client.pending_calls_threshold > 10
+        outbox.submit("c1", item(1, "c1"))
+        link.flush()
+        async with asyncio.timeout(1):
+            await link.wait_idle()
+        runner.cancel()
+    assert [t for t, _ in client.published] == [interconnect.submit_topic("c1")]
+    assert handler.calls == [("changed", []), ("published", ["m1"])]
+    assert states == [True]
+
+
+async def test_incoming_traffic_is_dispatched_and_malformed_payloads_are_counted() -> None:
+    client = FakeClient()
+    handler = Handler()
+    link, outbox, _ = link_over([client], handler)
+    result = interconnect.SubmitResultBatch(
+        "h1", [interconnect.SubmitResult(id="m1", accepted=True, carrier="gb-ee")]
+    )
+    report = interconnect.DeliveryReportBatch(
+        "h1",
+        [interconnect.DeliveryReport("m2", "gb-ee", "direct", "delivered", 1, sender="ACME")],
+    )
+    feed = [
+        (reply_topic("w1"), interconnect.RESULT_BATCH.encode(result)),
+        (interconnect.host_dlr_topic("h1"), interconnect.REPORT_BATCH.encode(report)),
+        (interconnect.directory_topic("h1"),
+         interconnect.DIRECTORY.encode(interconnect.HostDirectory("h1", ["gb-ee"]))),
+        (interconnect.status_topic("gb-ee"), interconnect.OFFLINE),
+        (interconnect.status_topic("gb-o2"), b""),  # a cleared retained status
+        (reply_topic("w1"), b"\xc1 not msgpack"),
+        (interconnect.status_topic("gb-o2"), b"sideways"),
+    ]  # fmt: skip
+    for message in feed:
+        client.incoming.put_nowait(message)
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(link.run())
+        await until(lambda: link.malformed == 2)
+        runner.cancel()
+    assert handler.calls == [
+        ("changed", []),
+        ("results", ("h1", ["m1"])),
+        ("reports", ("h1", ["m2"])),
+        ("changed", ["gb-ee"]),
+        ("status", ("gb-ee", False)),
+    ]
+    assert outbox.hosts == {"gb-ee": "h1"}
+
+
+async def test_a_batch_cut_off_by_a_lost_connection_is_published_after_reconnecting() -> None:
+    cut = FakeClient(cut_publishes=True)
+    good = FakeClient()
+    handler = Handler()
+    backoff = Recording()
+    link, outbox, states = link_over([Refused(), Refused(), cut, good], handler, backoff)
+    outbox.submit("c1", item(1, "c1"))
+    outbox.flush()
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(link.run())
+        await until(lambda: good.published)
+        async with asyncio.timeout(1):
+            await link.wait_idle()
+        runner.cancel()
+    assert cut.publishing.is_set()
+    assert cut.published == []
+    assert [submits(p) for _, p in good.published] == [[("m1", "c1")]]
+    # on_published only once the broker took it; a reconnect is announced as a change
+    assert handler.calls == [("changed", []), ("changed", []), ("published", ["m1"])]
+    # two refusals in a row climb; the session that came up resets the climb
+    assert backoff.given == [0.001, 0.002, 0.001]
+    assert states == [False, False, True, False, True]
+    assert link.connections == 2
+
+
+async def test_reconnect_delays_climb_to_the_cap_while_the_broker_stays_away() -> None:
+    handler = Handler()
+    backoff = Recording()
+    link, _, _ = link_over([Refused() for _ in range(6)], handler, backoff)
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(link.run())
+        async with asyncio.timeout(5):
+            await link.wait_ready()
+        runner.cancel()
+    assert backoff.given == [0.001, 0.002, 0.004, 0.004, 0.004, 0.004]
+    assert handler.calls == [("changed", [])]
