@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what is missing, starts the test
 # brokers (their own ports and state directory, so a running demo is never touched),
-# runs ruff, mypy and pytest, and stops the brokers it started, even when tests fail.
+# runs ruff, mypy, the import-layer contracts (import-linter) and pytest, and stops the
+# brokers it started, even when tests fail.
 # Arguments go to pytest, e.g. `make test ARGS="-k kafka -x"`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,6 @@ $supernet infra up || exit 1
 rc=0
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check . || rc=1
 echo "== mypy" && .venv/bin/mypy || rc=1
+echo "== import layers" && .venv/bin/lint-imports --no-cache || rc=1
 echo "== pytest" && .venv/bin/python -m pytest "$@" || rc=1
 exit $rc
