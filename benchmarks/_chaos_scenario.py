@@ -48,6 +48,7 @@ from router.contracts import wire
 from router.engine import kafka
 from router.support.infra_settings import InfraSettings
 from router.support.procs import Child
+from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.infra.brokers import BROKERS
 from router.tools.load.mix import Mix
 from router.tools.load.numbers import NumberPlan
@@ -160,6 +161,7 @@ async def _started(obs: Observed, limit_s: float = 60) -> float:
 async def run_faults(
     name: str, run: Run, procs: Procs, obs: Observed, faults: list[Fault], topic: str,
     scratch: Path, running: set[asyncio.subprocess.Process], extra: dict[str, Any],
+    host_id: str,
 ) -> None:  # fmt: skip
     a = run.args
     t0 = await _started(obs)
@@ -195,8 +197,10 @@ async def run_faults(
             pid = procs.kill("carriers")
             console.print(f"  {began - t0:5.1f}s SIGKILL carriers (pid {pid})")
             await asyncio.sleep(a.down_s)
-            procs.start("carriers", procs.argv["carriers"])
-            await procs.wait_log("carriers", "carriers ready", count=2)
+            # Ready when the restarted host publishes its status online (not a log line).
+            async with CarrierWatch(run.infra.host, run.infra.mqtt_port, host_id) as watch:
+                procs.start("carriers", procs.argv["carriers"])
+                await procs.ready("carriers", watch.host_online.wait())
         ended = time.time()
         faults.append(Fault(name, began, ended, f"pid {pid}"))
         console.print(f"  {ended - t0:5.1f}s {name.split('-')[0]} back ({ended - began:.1f}s down)")
@@ -269,13 +273,18 @@ class Scene:
         return cls(name, run, tag, logs, Procs(logs), obs, topics)
 
     @property
+    def host_id(self) -> str:
+        """The carriers process's host id (its MQTT status topic says when it is up)."""
+        return f"chaos-{self.tag}"
+
+    @property
     def journal(self) -> Path:
         return self.logs / "journal.jsonl"
 
     def carriers_argv(self) -> list[str]:
         run, s = self.run, self.run.infra
         carriers = ["carriers", "--network", str(run.network), "--mqtt-host", s.host,
-                    "--mqtt-port", str(s.mqtt_port), "--host-id", f"chaos-{self.tag}",
+                    "--mqtt-port", str(s.mqtt_port), "--host-id", self.host_id,
                     "--ledger", str(self.logs / "ledger.json")]  # fmt: skip
         if "--journal" in flags_of("carriers"):
             carriers += ["--journal", str(self.journal)]
@@ -323,10 +332,15 @@ async def run_scenario(name: str, run: Run) -> dict[str, Any]:
     carriers, fleet = scene.carriers_argv(), scene.fleet_argv()
     console.print(f"[bold]{name}[/]: {a.duration:g} s at {a.rate:g}/s, topics chaos.{scene.tag}.*")
     try:
-        procs.start("carriers", carriers)
-        procs.start("fleet", fleet)
-        await procs.wait_log("carriers", "carriers ready")
-        await procs.wait_log("fleet", "partitions assigned", count=a.workers, limit_s=120)
+        async with CarrierWatch(s.host, s.mqtt_port, scene.host_id) as watch:
+            procs.start("carriers", carriers)
+            procs.start("fleet", fleet)
+            await procs.ready("carriers", watch.host_online.wait())
+        # Ready when the fleet's consumer group is stable with every worker in it.
+        group_ready = fleet_ready(
+            s.kafka_bootstrap, f"chaos-{scene.tag}", f"c{scene.tag}", a.workers
+        )
+        await procs.ready("fleet", group_ready, limit_s=120)
         await _load_and_settle(scene)
     finally:
         for proc in list(scene.running):
@@ -350,7 +364,7 @@ async def _load_and_settle(scene: Scene) -> None:
                 load_proc = procs.start("load", scene.load_argv(0, a.duration))
                 fault = tg.create_task(
                     run_faults(name, run, procs, obs, scene.faults, topics["requests"],
-                               scene.logs, scene.running, scene.extra)
+                               scene.logs, scene.running, scene.extra, scene.host_id)
                 )  # fmt: skip
                 scene.loads = await keep_loading(procs, load_proc, scene.load_argv, obs, a.duration)
                 await fault

@@ -72,18 +72,6 @@ class Procs:
         except (ChildExited, TimeoutError) as e:
             raise RuntimeError(str(e)) from None
 
-    async def wait_log(self, name: str, needle: str, count: int = 1, limit_s: float = 90) -> None:
-        """Until ``needle`` is ``count`` times in the log of ``name`` (prefer ``ready``
-        with a signal the process publishes: a log line is not a protocol)."""
-        deadline = time.monotonic() + limit_s
-        while self.log(name).count(needle) < count:
-            proc = self.get(name)
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({proc.returncode}) before {needle!r}; see log")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: no {needle!r} after {limit_s:.0f}s; see its log")
-            await asyncio.sleep(0.2)
-
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
         """Signal the latest process of ``name`` (by pid) and reap it; its pid, or None."""
         proc = self.get(name)

@@ -57,15 +57,15 @@ import uvloop
 
 from benchmarks._chaos_scenario import SCENARIOS, Run, console, numbers_of, run_scenario
 from benchmarks._chaos_table import COLUMNS, render, render_hostile, verdicts
-from benchmarks._harness import infra_up, network_dir
-from router.support.infra_settings import PROJECT_ROOT, InfraSettings
+from benchmarks._harness import ROOT, infra_up, network_dir
+from router.support.infra_settings import InfraSettings
 from router.tools.infra import lifecycle as infra
 from router.tools.load.numbers import build_plan
 
 # The parts: _chaos_hostile (the hostile mix and the foreign client), _chaos_scenario (one
 # scenario, start to end), _chaos_figures (the figures, pure), _chaos_table (the table).
 
-CHAOS_DIR = PROJECT_ROOT / ".supernet" / "chaos"
+CHAOS_DIR = ROOT / ".supernet" / "chaos"
 
 # -- main --------------------------------------------------------------------------------------
 

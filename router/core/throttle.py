@@ -34,11 +34,6 @@ class Throttle:
     def __init__(self) -> None:
         self.tat: dict[str, float] = {}
 
-    def conforms(self, carrier: str, interval: float, tau: float, now: float) -> bool:
-        """Whether a message may go to ``carrier`` at ``now`` (takes no token)."""
-        del interval
-        return self.tat.get(carrier, now) - now <= tau
-
     def take(self, carrier: str, interval: float, tau: float, now: float) -> bool:
         """Take a token if one is there; False means the carrier is at its cap."""
         tat = self.tat.get(carrier, now)

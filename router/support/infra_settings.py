@@ -14,10 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-"""The source checkout's root: meaningful only when running from a checkout (nothing in the
-package uses it; benchmarks/chaos.py still imports it from here)."""
-
 STATE_DIR_NAME = ".supernet"
 
 

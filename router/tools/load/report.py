@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from router.contracts.wire import Receipt
 
 OUTCOMES = frozenset({"sent", "failed"})
-DELIVERY = frozenset({"delivered", "undelivered"})
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
