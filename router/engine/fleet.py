@@ -3,6 +3,7 @@
 The supervisor restarts a worker that exits on its own (after a short backoff that
 grows only while the worker keeps failing quickly), passes SIGTERM and SIGINT on to
 every worker, and exits once they have drained: 0 if every worker drained cleanly.
+SIGHUP is passed on too: each worker reloads its network directory (``reload``).
 Each worker's stdout and stderr come back through pipes and are copied to the fleet's
 own, one whole line at a time, so that two workers' JSON lines are never glued together.
 """
@@ -199,17 +200,24 @@ class Fleet:
                 log.error("worker did not stop in time; killing it", slot=i, pid=proc.pid)
                 proc.kill()
 
+    def _forward_reload(self) -> None:
+        for i, proc in self.procs.items():
+            if proc.returncode is None:
+                log.info("passing SIGHUP on", slot=i, pid=proc.pid)
+                proc.send_signal(signal.SIGHUP)
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_reload)
         try:
             async with asyncio.TaskGroup() as tg:
                 forward = tg.create_task(self._forward_stop())
                 codes = await asyncio.gather(*(self._supervise(i) for i in range(self.workers)))
                 forward.cancel()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         bad = [c for c in codes if c != 0]
         log.info("fleet stopped", workers=self.workers, restarts=sum(self.restarts),

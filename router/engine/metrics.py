@@ -109,6 +109,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.network_reloads = Counter(
+            "supernet_network_reloads_total",
+            "Network reloads asked by SIGHUP, by result (ok, refused, failed).",
+            ["result"],
+            registry=registry,
+        )
         self.resumed = Counter(
             "supernet_resumed_total",
             "Re-read requests resubmitted to the carrier of their last logged attempt.",

@@ -16,6 +16,9 @@ exit, loudly; the fleet or Kubernetes restarts it, and the requests it had in fl
 read again by whoever owns their partitions then (resumed at the carriers their attempts
 went to).
 
+SIGHUP reloads the network directory and swaps the route table under traffic
+(``router.engine.reload``).
+
 With ``group_instance_id`` (the fleet gives each slot one) the worker is a static member
 of the group: a restarted slot gets its partitions back without a rebalance, so the
 other workers never stop for it.
@@ -43,6 +46,7 @@ from router.engine.consumer import PartitionKey, Rebalance, RequestIntake
 from router.engine.metrics import BREAKER_VALUES, Metrics
 from router.engine.offsets import OffsetTracker
 from router.engine.pipeline import Pipeline
+from router.engine.reload import reload_on
 from router.engine.settings import SettingsError, WorkerSettings
 from router.engine.sink import KafkaSink
 from router.engine.transports.base import Transport
@@ -95,6 +99,7 @@ class Worker:
         self.metrics = Metrics(self.registry)
         self.tracker: OffsetTracker[PartitionKey] = OffsetTracker()
         self.stop = asyncio.Event()
+        self.reload = asyncio.Event()  # set by SIGHUP: read the network directory again
 
     async def read_attempts(self, partitions: list[int]) -> dict[int, list[bytes]]:
         """The attempts log's records of the dedupe window, per requests partition."""
@@ -152,6 +157,12 @@ class Worker:
                     tg.create_task(sink.run(), name="kafka-sink"),
                     tg.create_task(self._timers(pipeline), name="timers"),
                     tg.create_task(self._gauges(router, pipeline), name="gauges"),
+                    tg.create_task(
+                        reload_on(
+                            self.reload, router, pipeline.carriers, network_dir, self.metrics
+                        ),
+                        name="reload",
+                    ),
                 ]
                 async with asyncio.timeout(30):
                     await link.wait_ready()
@@ -261,6 +272,7 @@ async def main(settings: WorkerSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
+    loop.add_signal_handler(signal.SIGHUP, worker.reload.set)
     target = serve_metrics(settings, registry)
     try:
         await worker.run()

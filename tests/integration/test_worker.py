@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from carriers import generator
-from carriers.network import reduce_network
 from router.contracts import wire
 from router.engine import kafka
 from router.support.infra_settings import InfraSettings
@@ -34,16 +32,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-REGIONS = {"GB", "DE", "FR", "NL"}
-
-
-@pytest.fixture(scope="session")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seed 1's carriers for four countries: ~190 carriers, directs and aggregators."""
-    root = tmp_path_factory.mktemp("network")
-    generator.write(generator.generate(1), root / "full")
-    return reduce_network(root / "full", root / "small", REGIONS)
 
 
 class Stack:

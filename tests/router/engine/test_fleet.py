@@ -432,3 +432,28 @@ def test_workers_get_a_definite_log_format(monkeypatch: pytest.MonkeyPatch) -> N
     assert flag_values(argv, "--log-format") == ["json"]
     [argv] = fleet_worker_args(*fleet_args("--workers", "1", "--log-format", "console"))
     assert flag_values(argv, "--log-format") == ["console"]
+
+
+ANSWERS_SIGHUP = """
+import signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+signal.signal(signal.SIGHUP, lambda *_: print("reload " + sys.argv[1], flush=True))
+print("up", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+async def test_sighup_to_the_fleet_is_passed_on_to_every_worker() -> None:
+    fleet, out, _ = fake_fleet(ANSWERS_SIGHUP, workers=2)
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+        run = tg.create_task(fleet.run())
+        await out.wait_lines(2)  # both up: the fleet's handlers are in place
+        os.kill(os.getpid(), signal.SIGHUP)
+        lines = await out.wait_lines(4)
+        fleet.stop.set()
+    assert run.result() == 0
+    assert sorted(line for line in lines if line.startswith(b"reload")) == [
+        b"reload 0",
+        b"reload 1",
+    ]
