@@ -159,8 +159,10 @@ def register(subparsers: Any) -> None:
             "Run one router worker: consume send requests from Kafka as a member of the\n"
             "consumer group, route each one, submit it to its carrier over MQTT, and write\n"
             "receipts to Kafka. Offsets are committed only below the lowest request whose\n"
-            "outcome is not yet durable. SIGTERM drains in-flight work and exits 0.\n\n"
-            + EPILOG_SETTINGS
+            "outcome is not yet durable. SIGTERM drains in-flight work and exits 0.\n"
+            "SIGHUP reloads the network directory (changed prices, prefixes and dates) and\n"
+            "swaps the route table under traffic; a reload that changes the carriers is\n"
+            "refused.\n\n" + EPILOG_SETTINGS
         ),
         epilog=(
             "examples:\n"
@@ -179,9 +181,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Run N router workers as child processes in one consumer group. A worker that\n"
             "exits on its own is restarted (with backoff); SIGTERM is passed on to every\n"
-            "worker, and the fleet exits when they have drained. Worker i serves metrics on\n"
-            "--metrics-port + i, is named <instance>-w<i>, and is the static group member\n"
-            "<prefix>-slot-<i>: restarted, it gets its partitions back without a rebalance.\n"
+            "worker, and the fleet exits when they have drained; SIGHUP is passed on too.\n"
+            "Worker i serves metrics on --metrics-port + i, is named <instance>-w<i>, and is\n"
+            "the static group member <prefix>-slot-<i>: restarted, it gets its partitions\n"
+            "back without a rebalance.\n"
             "Workers' output lines come out whole on the fleet's stdout and stderr.\n\n"
             + EPILOG_SETTINGS
         ),
