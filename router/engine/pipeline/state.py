@@ -48,7 +48,8 @@ class State:
         self.submit_timeout_s = submit_timeout_s
         self.max_attempts = max_attempts
         self.hold_limit_s = hold_limit_s
-        self.memory = memory or AttemptMemory(window_s=300.0, max_ids=200_000)
+        # Not ``memory or ...``: an empty memory has length 0, so it is falsy.
+        self.memory = memory if memory is not None else AttemptMemory(300.0, 200_000)
         self.clock = clock
         self.wall_ms = wall_ms
         self.awaiting: dict[tuple[str, int], list[Message]] = {}

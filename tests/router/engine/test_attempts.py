@@ -41,3 +41,22 @@ def test_revoked_partitions_are_forgotten() -> None:
     mem.entry("p1", 1, now=0)
     assert mem.forget_partitions({1}) == 1
     assert (mem.get("p0") is not None, mem.get("p1")) == (True, None)
+
+
+def test_the_pipeline_keeps_the_memory_it_is_given_even_while_empty() -> None:
+    """The worker's --dedupe-window-s and --dedupe-max-ids reach the pipeline: an empty
+    memory is falsy (it has a length), which once made the pipeline build a default one."""
+    from prometheus_client import CollectorRegistry
+
+    from router.engine.metrics import Metrics
+    from router.engine.offsets import OffsetTracker
+    from router.engine.pipeline import Pipeline
+    from tests.router.engine.fakes import FakeLink, FakeSink, new_router
+
+    memory = AttemptMemory(window_s=900.0, max_ids=7)
+    router = new_router()
+    pipeline = Pipeline(
+        router, router.table.carriers, FakeLink(), FakeSink(), OffsetTracker(),
+        Metrics(CollectorRegistry()), submit_timeout_s=1.0, max_attempts=2, memory=memory,
+    )  # fmt: skip
+    assert pipeline.memory is memory
