@@ -278,8 +278,10 @@ class Prometheus(Broker):
             self.require("prometheus"),
             f"--config.file={self.dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.dir / 'data'}",
+            # Loopback only; no --web.enable-lifecycle and no --web.enable-admin-api, so
+            # no local client can stop it (POST /-/quit) or delete its data. It reads the
+            # file-discovery targets as they change, so it never needs /-/reload.
             f"--web.listen-address={host_in_url(self.settings.host)}:{self.port}",
-            "--web.enable-lifecycle",
             "--storage.tsdb.retention.time=2d",
         ]
 
