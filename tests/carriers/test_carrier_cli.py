@@ -7,22 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.carriers.carrier_helpers import truth
 from tests.carriers.conftest import SmallNetwork
+from tests.ports import free_port
 
 PROGRAM = "import sys; from router.cli import main; sys.exit(main())"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_carriers_log_json_lines_with_utc_timestamps(

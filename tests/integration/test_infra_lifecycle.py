@@ -4,7 +4,6 @@ a port held by a process we did not start is refused with a clear error."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,9 @@ from router.support.infra_settings import InfraSettings
 from router.support.procs import InfraError, port_open
 from router.tools.infra import lifecycle
 from router.tools.infra.brokers import Mosquitto
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_mosquitto_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:
