@@ -38,9 +38,12 @@ from benchmarks._chaos_hostile import Ctx, hostile_records, kcat_produce
 from benchmarks._harness import (
     Procs,
     TopicReader,
+    carriers_mqtt_args,
     flags_of,
+    fleet_mqtt_args,
     fleet_workers,
     infra_up,
+    observer,
     supernet,
     until_idle,
 )
@@ -198,7 +201,8 @@ async def run_faults(
             console.print(f"  {began - t0:5.1f}s SIGKILL carriers (pid {pid})")
             await asyncio.sleep(a.down_s)
             # Ready when the restarted host publishes its status online (not a log line).
-            async with CarrierWatch(run.infra.host, run.infra.mqtt_port, host_id) as watch:
+            watcher = observer(run.infra, f"{host_id}-observer")
+            async with CarrierWatch(watcher, host_id) as watch:
                 procs.start("carriers", procs.argv["carriers"])
                 await procs.ready("carriers", watch.host_online.wait())
         ended = time.time()
@@ -274,7 +278,9 @@ class Scene:
 
     @property
     def host_id(self) -> str:
-        """The carriers process's host id (its MQTT status topic says when it is up)."""
+        """The carriers process's host id and MQTT identity (its status topic says when
+        it is up); the fleet's slot i is the identity ``c<tag>-w<i>``, and the watch on
+        the host's status ``<host id>-observer``."""
         return f"chaos-{self.tag}"
 
     @property
@@ -283,8 +289,8 @@ class Scene:
 
     def carriers_argv(self) -> list[str]:
         run, s = self.run, self.run.infra
-        carriers = ["carriers", "--network", str(run.network), "--mqtt-host", s.host,
-                    "--mqtt-port", str(s.mqtt_port), "--host-id", self.host_id,
+        carriers = ["carriers", "--network", str(run.network),
+                    *carriers_mqtt_args(s, self.host_id),
                     "--ledger", str(self.logs / "ledger.json")]  # fmt: skip
         if "--journal" in flags_of("carriers"):
             carriers += ["--journal", str(self.journal)]
@@ -295,8 +301,7 @@ class Scene:
     def fleet_argv(self) -> list[str]:
         run, a, s, topics, tag = self.run, self.run.args, self.run.infra, self.topics, self.tag
         fleet = ["fleet", "--workers", str(a.workers), "--bootstrap", s.kafka_bootstrap,
-                 "--mqtt-host", s.host, "--mqtt-port", str(s.mqtt_port),
-                 "--network", str(run.network),
+                 *fleet_mqtt_args(s, f"c{tag}", a.workers), "--network", str(run.network),
                  "--requests-topic", topics["requests"], "--receipts-topic", topics["receipts"],
                  "--dead-letter-topic", topics["dead-letter"], "--group", f"chaos-{tag}",
                  "--dlr-group", f"chaos-{tag}", "--partitions", str(a.partitions),
@@ -332,7 +337,8 @@ async def run_scenario(name: str, run: Run) -> dict[str, Any]:
     carriers, fleet = scene.carriers_argv(), scene.fleet_argv()
     console.print(f"[bold]{name}[/]: {a.duration:g} s at {a.rate:g}/s, topics chaos.{scene.tag}.*")
     try:
-        async with CarrierWatch(s.host, s.mqtt_port, scene.host_id) as watch:
+        watcher = observer(s, f"{scene.host_id}-observer")
+        async with CarrierWatch(watcher, scene.host_id) as watch:
             procs.start("carriers", carriers)
             procs.start("fleet", fleet)
             await procs.ready("carriers", watch.host_online.wait())

@@ -1,7 +1,8 @@
 """What the whole-engine benchmarks (e2e.py, chaos.py) share: child processes known by
 pid and stopped by pid (``router.support.procs``), the project root, the `supernet`
 command line, the seed-1 network, the flags a command offers today, the project's brokers
-on a benchmark's own ports, and a reader that follows Kafka topics from their beginning.
+on a benchmark's own ports, the MQTT identities of the processes a benchmark starts, and
+a reader that follows Kafka topics from their beginning.
 
 Run as scripts, the benchmarks put the project root on ``sys.path`` first, so that
 ``benchmarks._harness`` imports the same way from a script and from the tests.
@@ -25,8 +26,10 @@ from rich.console import Console
 
 from carriers import generator
 from router.engine import kafka
+from router.support.credentials import MqttAccess
 from router.support.infra_settings import InfraSettings
 from router.support.procs import Child, ChildExited, ready_or_exited
+from router.tools.infra import credentials
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]  # the project's checkout: benchmarks run from one
@@ -168,6 +171,46 @@ def infra_up(settings: InfraSettings, names: Sequence[str], timeout: float = 240
     )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"infra up {' '.join(names)} failed:\n{result.stderr[-3000:]}")
+
+
+# -- MQTT identities: every connection is one (Mosquitto makes the username the client id) --
+
+
+def provision(settings: InfraSettings, role: str, names: Sequence[str]) -> None:
+    """With security on, the MQTT identities ``names`` with ``role`` on the Mosquitto of
+    ``settings`` (the new ones; a running Mosquitto reloads its files)."""
+    if settings.security:
+        credentials.provision(settings, role, names)
+
+
+def security_args(settings: InfraSettings) -> list[str]:
+    """The flags that make `supernet carriers`, `worker` or `fleet` use the brokers'
+    security (on or off) and the credentials store of ``settings``."""
+    return ["--security", "on" if settings.security else "off",
+            "--secrets-dir", str(settings.secrets_dir)]  # fmt: skip
+
+
+def carriers_mqtt_args(settings: InfraSettings, host_id: str) -> list[str]:
+    """`supernet carriers` flags for the Mosquitto of ``settings``, as carrier process
+    ``host_id`` (its MQTT identity, provisioned with the role ``carriers``)."""
+    provision(settings, "carriers", [host_id])
+    return ["--mqtt-host", settings.host, "--mqtt-port", str(settings.mqtt_port),
+            "--host-id", host_id, *security_args(settings)]  # fmt: skip
+
+
+def fleet_mqtt_args(settings: InfraSettings, mqtt_user: str, workers: int) -> list[str]:
+    """`supernet fleet` flags for the Mosquitto of ``settings``: slot i connects as
+    ``<mqtt_user>-w<i>`` (role ``router``), provisioned for every slot."""
+    provision(settings, "router", [f"{mqtt_user}-w{i}" for i in range(workers)])
+    return ["--mqtt-host", settings.host, "--mqtt-port", str(settings.mqtt_port),
+            "--mqtt-user", mqtt_user, *security_args(settings)]  # fmt: skip
+
+
+def observer(settings: InfraSettings, name: str) -> MqttAccess:
+    """An ``observer`` identity (reads statuses and directories only), e.g. for
+    ``CarrierWatch``; provisioned if new."""
+    provision(settings, "observer", [name])
+    return settings.secrets().mqtt(settings.host, settings.mqtt_port, name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
 """Chaos benchmark: the whole engine under faults, on the project's own brokers on their
 own ports and state directory (.supernet/chaos), so that Kafka and Mosquitto can be
-SIGKILLed and restarted without touching anyone else's.
+SIGKILLed and restarted without touching anyone else's. They run secured, as `supernet
+infra up` runs them (TLS, authentication, ACLs): each scenario's carriers, fleet slots and
+readiness watch connect as MQTT identities of their own, provisioned for it.
 
 Every scenario starts fresh topics (unique names), one `supernet carriers` process on
 the seed-1 network writing its journal (`--journal`: the carriers' ground truth), a fleet

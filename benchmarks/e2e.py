@@ -12,7 +12,9 @@ figures (request -> `sent`, p50/p99).
 
 The brokers are the project's own (`supernet infra`), on their own ports and state
 directory (.supernet/bench) so that a demo or the tests are never touched; they are
-started if needed and stopped at the end if this run started them.
+started if needed and stopped at the end if this run started them. They run secured
+(TLS, authentication, ACLs): the carriers connect as the MQTT identity `bench`, fleet
+slot i as `b<tag>-w<i>`, the readiness watch as `bench-observer` (provisioned here).
 
     .venv/bin/python benchmarks/e2e.py                 # about 5 to 8 minutes
     .venv/bin/python benchmarks/e2e.py --quick         # fewer, shorter steps
@@ -39,7 +41,17 @@ if not __package__:  # run as a script: make `benchmarks._harness` importable
 import uvloop
 from rich.table import Table
 
-from benchmarks._harness import ROOT, Procs, children, console, network_dir, supernet
+from benchmarks._harness import (
+    ROOT,
+    Procs,
+    carriers_mqtt_args,
+    children,
+    console,
+    fleet_mqtt_args,
+    network_dir,
+    observer,
+    supernet,
+)
 from router.support.infra_settings import InfraSettings
 from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.infra import lifecycle as infra
@@ -152,13 +164,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
     procs = Procs(logs)
     results: list[Result] = []
     env_args = [
-        "--bootstrap", infra_s.kafka_bootstrap, "--mqtt-host", infra_s.host,
-        "--mqtt-port", str(infra_s.mqtt_port), "--network", str(network),
+        "--bootstrap", infra_s.kafka_bootstrap, "--network", str(network),
         "--log-format", "json", "--log-level", "info",
     ]  # fmt: skip
     try:
-        carrier_args = ["--network", str(network), "--mqtt-host", infra_s.host,
-                        "--mqtt-port", str(infra_s.mqtt_port), "--host-id", "bench",
+        carrier_args = ["--network", str(network), *carriers_mqtt_args(infra_s, "bench"),
                         "--ledger", str(logs / "ledger.json")]  # fmt: skip
         if args.carrier_latency != 1.0:
             # The engine's own latency: the carriers answer (and report) this much faster.
@@ -170,7 +180,8 @@ async def run(args: argparse.Namespace) -> list[Result]:
             )
             carrier_args += ["--scenario", str(scenario)]
         # Ready once the carrier host publishes its status online (router/tools/demo/signals).
-        async with CarrierWatch(infra_s.host, infra_s.mqtt_port, "bench") as watch:
+        watcher = observer(infra_s, "bench-observer")
+        async with CarrierWatch(watcher, "bench") as watch:
             procs.start("carriers", supernet("carriers", *carrier_args))
             await procs.ready("carriers", watch.host_online.wait())
         for workers in args.workers:
@@ -199,6 +210,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
             proc = procs.start(
                 fleet,
                 supernet("fleet", "--workers", str(workers), *env_args,
+                         *fleet_mqtt_args(infra_s, f"b{tag}", workers),
                          "--requests-topic", topics[0], "--receipts-topic", topics[1],
                          "--dead-letter-topic", f"bench.{tag}.dead-letter",
                          "--group", f"bench-{tag}", "--dlr-group", f"bench-{tag}",

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import re
 import signal
-import socket
 import sys
 import textwrap
 import time
@@ -29,6 +27,7 @@ from router.contracts import interconnect
 from router.contracts.network_file import NetworkFileError
 from router.support import logs
 from router.support.argtypes import positive
+from router.support.credentials import CredentialsError, MqttAccess, Secrets
 from router.support.infra_settings import InfraSettings
 from router.support.targets import write_target
 
@@ -218,8 +217,21 @@ def _register_carriers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     p.add_argument(
         "--host-id",
-        help="name of this process in MQTT (default: the one in --journal, if the journal "
-        "has one, else hostname-pid)",
+        help="name of this process on the interconnect, and its MQTT identity (default: "
+        "the one in --journal, if the journal has one, else 'carriers')",
+    )
+    p.add_argument(
+        "--security",
+        choices=["on", "off"],
+        default="on" if defaults.security else "off",
+        help="TLS and authentication with Mosquitto (default: on; SUPERNET_SECURITY)",
+    )
+    p.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=defaults.secrets_dir,
+        metavar="DIR",
+        help="the credentials store and CA (default: <SUPERNET_STATE_DIR>/secrets)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_carriers)
@@ -248,14 +260,17 @@ def _carriers(args: argparse.Namespace) -> int:
         return 2
     # A process restarted on its journal keeps its name: routers' acks and retained
     # directory entries then still refer to it.
-    raw_id = (
-        args.host_id
-        or (journal.last_host if journal is not None else None)
-        or f"{socket.gethostname()}-{os.getpid()}"
-    )
-    host_id = re.sub(r"[^a-z0-9-]+", "-", raw_id.lower()).strip("-") or str(os.getpid())
+    raw_id = args.host_id or (journal.last_host if journal is not None else None) or "carriers"
+    host_id = re.sub(r"[^a-z0-9-]+", "-", raw_id.lower()).strip("-") or "carriers"
     try:
-        return _serve(args, host_id, endpoints, ledger, scen, journal)
+        mqtt = Secrets(args.secrets_dir, args.security == "on").mqtt(
+            args.mqtt_host, args.mqtt_port, host_id
+        )
+    except CredentialsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _serve(args, host_id, mqtt, endpoints, ledger, scen, journal)
     finally:
         if journal is not None:
             journal.close()
@@ -264,6 +279,7 @@ def _carriers(args: argparse.Namespace) -> int:
 def _serve(
     args: argparse.Namespace,
     host_id: str,
+    mqtt: MqttAccess,
     endpoints: dict[str, Endpoint],
     ledger: Ledger,
     scen: scenario.Scenario | None,
@@ -294,8 +310,7 @@ def _serve(
     host = CarrierHost(
         endpoints,
         ledger,
-        mqtt_host=args.mqtt_host,
-        mqtt_port=args.mqtt_port,
+        mqtt=mqtt,
         host_id=host_id,
         scenario=scen,
         report_resend_s=args.report_resend_s,

@@ -3,9 +3,9 @@
 `CarrierHost` puts the parts together and gives them one lifecycle (``run`` until
 ``stop``, then a clean shutdown, each step under ``SHUTDOWN_DEADLINE_S``):
 
-- ``carriers.connections``: one presence connection per carrier (its retained status and
-  last-will ``offline``) and one data connection for all the traffic, each reconnecting
-  with backoff when the broker goes away;
+- ``carriers.connections``: the process's one MQTT connection (one identity), for all
+  the traffic and the retained statuses, with the last-will ``offline`` for the process;
+  it reconnects with backoff when the broker goes away;
 - ``carriers.intake``: submit batches decided by the carriers' endpoints, and routers'
   report acknowledgements;
 - ``carriers.outbox``: results and reports in one heap by due time, batched per topic onto
@@ -35,7 +35,7 @@ import msgspec
 import structlog
 
 from carriers import scenario as scenario_mod
-from carriers.connections import DataConnection, Presence, first_of
+from carriers.connections import HostConnection, first_of
 from carriers.endpoint import Endpoint
 from carriers.intake import Intake
 from carriers.journal import Journal, Replay
@@ -43,6 +43,7 @@ from carriers.ledger import Ledger
 from carriers.outbox import Outbox
 from carriers.reports import MAX_UNACKED_REPORTS, ReportStore
 from router.contracts import interconnect
+from router.support.credentials import MqttAccess
 
 log = structlog.get_logger("carriers.host")
 
@@ -57,8 +58,7 @@ class CarrierHost:
         endpoints: dict[str, Endpoint],
         ledger: Ledger,
         *,
-        mqtt_host: str,
-        mqtt_port: int,
+        mqtt: MqttAccess,
         host_id: str,
         scenario: scenario_mod.Scenario | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -68,8 +68,7 @@ class CarrierHost:
     ) -> None:
         self.endpoints = endpoints
         self.ledger = ledger
-        self.mqtt_host = mqtt_host
-        self.mqtt_port = mqtt_port
+        self.mqtt = mqtt
         self.host_id = host_id
         self.scenario = scenario
         self.clock = clock
@@ -79,35 +78,22 @@ class CarrierHost:
         self.intake = intake = Intake(
             endpoints, self.reports, self.outbox, host_id=host_id, clock=clock, journal=journal
         )
-        self.presence = Presence(
-            endpoints, mqtt_host=mqtt_host, mqtt_port=mqtt_port, host_id=host_id, clock=clock
+        self.connection = HostConnection(
+            endpoints, intake, self.outbox, access=mqtt, host_id=host_id, clock=clock
         )
-        self.data = DataConnection(
-            endpoints,
-            intake,
-            self.outbox,
-            self.presence.all_present,
-            mqtt_host=mqtt_host,
-            mqtt_port=mqtt_port,
-            host_id=host_id,
-            clock=clock,
-        )
-        self.ready = self.data.ready  # every carrier online and subscribed (the first time)
+        self.ready = self.connection.ready  # subscribed and announced (the first time)
         if journal is not None:
             self._restore(journal.restored)
 
     def status_changed(self, carrier_id: str) -> None:
         """A carrier's status may have changed (a scenario step): publish it if it did."""
-        self.presence.status_changed(carrier_id)
+        self.connection.status_changed()
 
     # ---- lifecycle ----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
-            presence = [tg.create_task(self.presence.run(cid)) for cid in self.endpoints]
-            if not presence:
-                self.presence.all_present.set()
-            data = tg.create_task(self.data.run())
+            connection = tg.create_task(self.connection.run())
             pump = tg.create_task(self.outbox.pump())
             await first_of(self.ready, stop)
             runner = None
@@ -119,7 +105,7 @@ class CarrierHost:
             self.intake.closed = True  # acknowledgements are still taken while draining
             if runner is not None:
                 runner.cancel()
-            await self._shut_down(pump, presence, data)
+            await self._shut_down(pump, connection)
         pending = sum(c.reports_pending for c in self.ledger.carriers.values())
         log.info(
             "carriers stopped",
@@ -128,11 +114,9 @@ class CarrierHost:
             reports_unacked=len(self.reports),
         )
 
-    async def _shut_down(
-        self, pump: asyncio.Task[None], presence: list[asyncio.Task[None]], data: asyncio.Task[None]
-    ) -> None:
-        """Publish what is due, then say offline, then clear the directory: each step
-        under its own deadline, and the next one taken even if it passes."""
+    async def _shut_down(self, pump: asyncio.Task[None], connection: asyncio.Task[None]) -> None:
+        """Publish what is due, then clear the directory and say offline: each step under
+        its own deadline, and the next one taken even if it passes."""
         try:
             async with asyncio.timeout(SHUTDOWN_DEADLINE_S):
                 self.outbox.drain()  # flush what is due now, then the pump ends
@@ -142,19 +126,12 @@ class CarrierHost:
             unsent = self.outbox.unsent
             log.warning("shutdown deadline passed; unsent batches dropped", batches=unsent)
             pump.cancel()
-        self.presence.stop()  # presence connections publish offline and close
+        self.connection.stop()  # clear the directory, host offline, disconnect
         try:
             async with asyncio.timeout(SHUTDOWN_DEADLINE_S):
-                await asyncio.gather(*presence)
-        except TimeoutError:
-            log.warning("shutdown deadline passed; some carriers did not say offline")
-        self.data.stop()  # clear the directory, host offline, disconnect
-        try:
-            async with asyncio.timeout(SHUTDOWN_DEADLINE_S):
-                await data
+                await connection
         except TimeoutError:
             log.warning("shutdown deadline passed; the directory was not cleared")
-        self.presence.close()
 
     def _restore(self, restored: Replay) -> None:
         """Take over what the journal says an earlier run held: the idempotency memory,

@@ -44,11 +44,11 @@ class Intake:
         self.clock = clock
         self.journal = journal
         self.closed = False  # submits are ignored from now on; acknowledgements still count
-        self._host_topic = interconnect.host_submit_topic(host_id)
+        self.host_id = host_id
         self._ack_topic = interconnect.host_dlr_ack_topic(host_id)
 
     def on_message(self, topic: str, payload: object) -> None:
-        """One message from the broker, on a submit or the host's ``dlr-ack`` topic."""
+        """One message from the broker, on the host's submit or ``dlr-ack`` topic."""
         if topic == self._ack_topic:
             self._acks(payload)
         elif not self.closed:
@@ -56,11 +56,11 @@ class Intake:
 
     def _submits(self, topic: str, payload: object) -> None:
         try:
-            # On a carrier's own topic, items without a carrier are for that carrier.
-            default = "" if topic == self._host_topic else interconnect.carrier_of(topic)
             if not isinstance(payload, bytes | bytearray):
                 raise TypeError("payload is not bytes")
             batch = interconnect.SUBMIT_BATCH.decode(bytes(payload))
+            # answered on <reply_to>/<host id>: only a router's reply topic will do
+            reply_to = interconnect.result_topic(batch.reply_to, self.host_id)
         except (ValueError, TypeError, msgspec.DecodeError) as e:
             log.warning("malformed submit dropped", topic=topic, error=str(e))
             return
@@ -70,7 +70,7 @@ class Intake:
         accepted: list[AcceptedItem] = []
         repeats: list[Key] = []
         for item in batch.items:
-            carrier_id = item.carrier or default
+            carrier_id = item.carrier
             endpoint = endpoints.get(carrier_id)
             if endpoint is None:
                 log.warning("submit for a carrier not hosted here dropped",
@@ -80,7 +80,7 @@ class Intake:
             if outcome is None:
                 continue
             result = outcome.result
-            schedule(outcome.result_at, carrier_id, batch.reply_to, result)
+            schedule(outcome.result_at, carrier_id, reply_to, result)
             if outcome.report is not None:
                 schedule(outcome.report_at, carrier_id, None, outcome.report)
             if journal is not None and result.accepted:

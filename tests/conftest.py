@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import pytest
 import uvloop
 
+from router.support.credentials import MqttAccess
 from router.support.infra_settings import InfraSettings
 
 
@@ -39,6 +40,24 @@ def mqtt_host(infra: InfraSettings) -> str:
 @pytest.fixture(scope="session")
 def mqtt_port(infra: InfraSettings) -> int:
     return infra.mqtt_port
+
+
+MqttIdentity = Callable[[str, str], MqttAccess]
+
+
+@pytest.fixture(scope="session")
+def mqtt_identity(infra: InfraSettings) -> MqttIdentity:
+    """``mqtt_identity(role, name)``: an MQTT identity of the test broker, provisioned
+    (with security on) if new, as the ``MqttAccess`` to connect with. Every connection
+    needs its own name: Mosquitto makes the username the client id."""
+    from router.tools.infra import credentials
+
+    def make(role: str, name: str) -> MqttAccess:
+        if infra.security:
+            credentials.provision(infra, role, [name])
+        return infra.secrets().mqtt(infra.host, infra.mqtt_port, name)
+
+    return make
 
 
 NewTopicFactory = Callable[[int], Awaitable[str]]

@@ -37,9 +37,11 @@ def run_worker(args: argparse.Namespace) -> int:
     if s is None:
         return 2
     logs.configure(s.log_format, s.log_level)
+    from router.support.credentials import CredentialsError
+
     try:
         return uvloop.run(main(s))
-    except settings_mod.SettingsError as e:
+    except (settings_mod.SettingsError, CredentialsError) as e:
         from rich.console import Console
 
         Console(stderr=True).print(f"[red]error:[/red] {e}")
@@ -81,7 +83,7 @@ def fleet_worker_args(args: argparse.Namespace, s: settings_mod.WorkerSettings) 
     common = ["--log-format", logs.resolve_format(s.log_format)]
     if args.config is not None:
         common += ["--config", str(args.config)]
-    own = ("instance", "metrics_port", "log_format")
+    own = ("instance", "metrics_port", "log_format", "mqtt_user")
     explicit = [
         f.name
         for f in dataclasses.fields(settings_mod.WorkerSettings)
@@ -93,10 +95,12 @@ def fleet_worker_args(args: argparse.Namespace, s: settings_mod.WorkerSettings) 
         slot = dataclasses.replace(
             s,
             instance=f"{s.instance}-w{i}",
+            mqtt_user=f"{s.mqtt_user}-w{i}",
             metrics_port=s.metrics_port + i if s.metrics_port else 0,
             group_instance_id=ids[i] if ids is not None else s.group_instance_id,
         )
-        names = ["instance", "metrics_port", *(["group_instance_id"] if ids is not None else [])]
+        names = ["instance", "metrics_port", "mqtt_user",
+                 *(["group_instance_id"] if ids is not None else [])]  # fmt: skip
         per_slot.append([*common, *slot.to_argv(names)])
     return per_slot
 

@@ -5,24 +5,29 @@ fields with default values may be omitted by the sender). Build payloads with th
 at the bottom (``SUBMIT_BATCH``, ``RESULT_BATCH``, ``REPORT_BATCH``): one Encoder and one
 Decoder per type, built once.
 
-Topics (``<id>`` a carrier id, ``<host>`` a carrier process; all QoS 1)
------------------------------------------------------------------------
+Topics (``<id>`` a carrier id, ``<host>`` a carrier process, ``<router>`` a router; all QoS 1)
+--------------------------------------------------------------------------------------------
+
+Every topic a carrier process publishes names the process, and the broker's ACL lets a
+process (its MQTT identity is its host id) publish only on its own topics: so a topic
+tells a router which process sent a message, and no process can speak for another.
 
 - ``supernet/carriers/host/<host>/carriers``: retained ``HostDirectory``, the carriers a
   process hosts (cleared when it stops cleanly). Routers read it to address submits.
 - ``supernet/carriers/host/<host>/submit``: router -> carrier process, ``SubmitBatch``
-  whose items name their ``carrier``: one MQTT message for many carriers of one host.
-- ``supernet/carrier/<id>/submit``: router -> one carrier, ``SubmitBatch`` (items without
-  a ``carrier`` are for ``<id>``); for a router that has not read the directory.
-- ``<reply_to>`` (the router's choice, e.g. ``supernet/router/<instance>/results``):
+  whose items name their ``carrier``: one MQTT message for many carriers of one host. A
+  carrier that no directory names cannot be reached.
+- ``<reply_to>/<host>`` (``reply_to`` is the router's ``supernet/router/<router>/results``):
   carrier process -> the submitting router, ``SubmitResultBatch`` (results name their
-  carrier);
+  carrier); ``result_topic``;
 - ``supernet/carriers/host/<host>/dlr``: carrier process -> routers,
   ``DeliveryReportBatch`` (reports name their carrier);
-- ``supernet/carrier/<id>/status``: retained, ``online`` / ``offline`` (last-will
-  ``offline``);
-- ``supernet/carriers/host/<host>/status``: retained, ``online`` / ``offline``, one
-  per carrier process (informational).
+- ``supernet/carriers/host/<host>/carrier/<id>/status``: retained, ``online`` /
+  ``offline``, the carrier's own status as its process announces it;
+- ``supernet/carriers/host/<host>/status``: retained, ``online`` / ``offline``, the
+  process itself (its connection's last-will is ``offline``). A carrier counts as online
+  only while its process is online, names it in its directory, and announced it online:
+  so a killed process takes all its carriers offline at once, through one will.
 - ``supernet/carriers/host/<host>/dlr-ack``: router -> carrier process,
   ``ReportAckBatch``: the reports whose receipts are durable in Kafka (an
   application-level acknowledgement, as SMPP's deliver_sm_resp). A carrier process keeps
@@ -34,26 +39,24 @@ Why batches per process and not per carrier: aiomqtt over paho reaches about 2,7
 publishes a second on these machines (4,500 calling paho directly), whatever the payload
 size. Traffic spread over hundreds of carriers would make per-carrier batches of one or
 two messages and cap the whole engine at a few thousand messages a second; a batch per
-carrier process carries up to ``MAX_BATCH`` messages for any mix of its carriers. Status
-and last-will stay per carrier, because a dead carrier must be seen as such at once.
+carrier process carries up to ``MAX_BATCH`` messages for any mix of its carriers.
 
 - Routers read delivery reports through one shared subscription for all carrier
   processes, ``$share/<group>/supernet/carriers/host/+/dlr``
   (``dlr_shared_subscription(group)``), so each report is handled by one router.
 - Status payloads are plain UTF-8 text, not msgpack, so that ``mosquitto_sub`` and the
   broker's last-will can carry them: ``online`` when the carrier is up and answering;
-  ``offline`` when it stopped (scenario outage, clean shutdown), and as the last-will of
-  the carrier's MQTT connection, so a killed carrier process is seen as ``offline`` at
-  once. Subscribe to ``supernet/carrier/+/status`` to learn all of them (retained).
+  ``offline`` when it stopped (scenario outage). Subscribe to ``CARRIER_STATUS_ALL`` and
+  ``HOST_STATUS_ALL`` to learn all of them (retained).
 - An ``offline`` carrier does not answer submits at all (no result): the router's submit
   timeout applies. Its delivery reports for earlier messages are held until it is back.
 
 Submit (router -> carrier), ``SubmitBatch``
 -------------------------------------------
-``{"carrier": str, "reply_to": str, "items": [SubmitItem, ...]}`` (``carrier`` is empty
-on a host topic).
+``{"carrier": str, "reply_to": str, "items": [SubmitItem, ...]}`` (``carrier`` is empty:
+every item names its carrier).
 
-``SubmitItem``: ``carrier`` (str; on a carrier's own topic it may be left out), ``id``
+``SubmitItem``: ``carrier`` (str, the carrier of the host that should take it), ``id``
 (str, the message id: the idempotency key), ``to`` (str, E.164
 with '+'), ``account`` (str), ``segments`` (int >= 1), ``price`` (float, USD per segment
 the router expects from the deck), ``attempt`` (int, 1 for the first carrier tried),
@@ -66,7 +69,7 @@ same id, and the result's echo of ``ask`` says which ask a rejection answers). T
 the receipt and feed its health averages (per carrier and country, with the submit-to-report
 latency) from the report alone.
 
-Submit result (carrier -> ``reply_to``), ``SubmitResultBatch``
+Submit result (carrier -> ``<reply_to>/<host>``), ``SubmitResultBatch``
 --------------------------------------------------------------
 ``{"carrier": str (the host id), "results": [SubmitResult, ...]}``, sent after the
 carrier's submit latency. ``SubmitResult``: ``id``, ``carrier``, ``attempt``,
@@ -124,9 +127,10 @@ import msgspec
 
 from router.contracts.codes import Code
 
-TOPIC_ROOT: Final = "supernet/carrier"
 HOST_TOPIC_ROOT: Final = "supernet/carriers/host"
-STATUS_ALL: Final = f"{TOPIC_ROOT}/+/status"
+ROUTER_TOPIC_ROOT: Final = "supernet/router"
+HOST_STATUS_ALL: Final = f"{HOST_TOPIC_ROOT}/+/status"
+CARRIER_STATUS_ALL: Final = f"{HOST_TOPIC_ROOT}/+/carrier/+/status"
 DLR_ALL: Final = f"{HOST_TOPIC_ROOT}/+/dlr"
 DIRECTORY_ALL: Final = f"{HOST_TOPIC_ROOT}/+/carriers"
 
@@ -151,10 +155,6 @@ REJECT_REASONS: Final[dict[int, str]] = {
 }
 
 
-def submit_topic(carrier_id: str) -> str:
-    return f"{TOPIC_ROOT}/{carrier_id}/submit"
-
-
 def host_submit_topic(host_id: str) -> str:
     return f"{HOST_TOPIC_ROOT}/{host_id}/submit"
 
@@ -171,12 +171,37 @@ def directory_topic(host_id: str) -> str:
     return f"{HOST_TOPIC_ROOT}/{host_id}/carriers"
 
 
-def status_topic(carrier_id: str) -> str:
-    return f"{TOPIC_ROOT}/{carrier_id}/status"
+def carrier_status_topic(host_id: str, carrier_id: str) -> str:
+    return f"{HOST_TOPIC_ROOT}/{host_id}/carrier/{carrier_id}/status"
 
 
 def host_status_topic(host_id: str) -> str:
     return f"{HOST_TOPIC_ROOT}/{host_id}/status"
+
+
+def reply_topic(router: str) -> str:
+    """A router's ``reply_to``: the carrier processes answer on ``<reply_to>/<host>``."""
+    return f"{ROUTER_TOPIC_ROOT}/{router}/results"
+
+
+def results_subscription(router: str) -> str:
+    """The one subscription a router needs for the answers of every carrier process."""
+    return f"{reply_topic(router)}/+"
+
+
+def result_topic(reply_to: str, host_id: str) -> str:
+    """Where carrier process ``host_id`` answers a batch that gave ``reply_to``; ValueError
+    for a ``reply_to`` that is not a router's (``supernet/router/<router>/results``)."""
+    parts = reply_to.split("/")
+    if (
+        len(parts) != 4
+        or f"{parts[0]}/{parts[1]}" != ROUTER_TOPIC_ROOT
+        or parts[3] != "results"
+        or not parts[2]
+        or any(c in parts[2] for c in "+#$")
+    ):
+        raise ValueError(f"reply_to {reply_to[:80]!r} is not a router's results topic")
+    return f"{reply_to}/{host_id}"
 
 
 def dlr_shared_subscription(group: str) -> str:
@@ -185,19 +210,22 @@ def dlr_shared_subscription(group: str) -> str:
 
 
 def host_of(topic: str) -> str:
-    """The host id in a ``supernet/carriers/host/<host>/...`` topic."""
+    """The host id in a ``supernet/carriers/host/<host>/...`` topic, or the last level of a
+    result topic (``supernet/router/<router>/results/<host>``)."""
     parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != HOST_TOPIC_ROOT:
-        raise ValueError(f"{topic!r} is not a carrier host topic")
-    return parts[3]
+    if len(parts) in (5, 7) and "/".join(parts[:3]) == HOST_TOPIC_ROOT and parts[3]:
+        return parts[3]
+    if len(parts) == 5 and f"{parts[0]}/{parts[1]}" == ROUTER_TOPIC_ROOT and parts[4]:
+        return parts[4]
+    raise ValueError(f"{topic[:120]!r} is not a carrier host topic")
 
 
 def carrier_of(topic: str) -> str:
-    """The carrier id in a ``supernet/carrier/<id>/...`` topic."""
+    """The carrier id in a ``supernet/carriers/host/<host>/carrier/<id>/status`` topic."""
     parts = topic.split("/")
-    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
-        raise ValueError(f"{topic!r} is not a carrier topic")
-    return parts[2]
+    if len(parts) != 7 or "/".join(parts[:3]) != HOST_TOPIC_ROOT or parts[4] != "carrier":
+        raise ValueError(f"{topic[:120]!r} is not a carrier status topic")
+    return parts[5]
 
 
 class SubmitItem(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from router.support.credentials import Secrets
+
 
 class SettingsError(Exception):
     """A setting is missing, malformed or out of range; the message names it and its source."""
@@ -50,6 +52,21 @@ class WorkerSettings:
     partitions: int = _help("partitions when the worker creates the topics", default=12)
     mqtt_host: str = _help("Mosquitto host (the carrier interconnect)", default="127.0.0.1")
     mqtt_port: int = _help("Mosquitto port", default=11883)
+    security: Literal["on", "off"] = _help(
+        "TLS, authentication and ACLs on both brokers (off: for brokers started with "
+        "SUPERNET_SECURITY=off, a same-run baseline)",
+        default="on",
+    )
+    secrets_dir: str = _help(
+        "credentials store and CA (empty: <SUPERNET_STATE_DIR, else ./.supernet>/secrets)",
+        default="",
+    )
+    mqtt_user: str = _help(
+        "MQTT identity: also the client id and the name in reply topics (the fleet gives "
+        "slot i <mqtt_user>-w<i>)",
+        default="router",
+    )
+    kafka_user: str = _help("Kafka (SCRAM) user", default="fleet")
     dlr_group: str = _help("shared-subscription group for delivery reports", default="routers")
     network: str = _help("network directory (default: the shipped example)", default="")
     max_in_flight: int = _help("requests in flight before intake pauses", default=5_000)
@@ -76,6 +93,13 @@ class WorkerSettings:
     def attempts(self) -> str:
         """The attempts log's topic: one per requests topic, partitioned like it."""
         return self.attempts_topic or f"{self.requests_topic}.attempts"
+
+    def secrets(self) -> Secrets:
+        """The credentials store (``SUPERNET_MQTT_PASSWORD`` / ``_KAFKA_PASSWORD`` win)."""
+        from router.support.infra_settings import InfraSettings
+
+        where = Path(self.secrets_dir) if self.secrets_dir else InfraSettings.from_env().secrets_dir
+        return Secrets(where, self.security == "on")
 
     def network_dir(self) -> Path:
         if self.network:

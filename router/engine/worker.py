@@ -139,7 +139,8 @@ class Worker:
             connected.labels("kafka").set(1)
             # The transport's outbox first, then the pipeline that submits into it, then
             # the connection that publishes the outbox and calls the pipeline back.
-            outbox = MqttOutbox(s.instance)
+            mqtt = s.secrets().mqtt(s.mqtt_host, s.mqtt_port, s.mqtt_user)
+            outbox = MqttOutbox(mqtt.username or s.instance)
             pipeline = Pipeline(
                 router, table.carriers, outbox, sink, self.tracker, self.metrics,
                 submit_timeout_s=s.submit_timeout_s, max_attempts=s.max_attempts,
@@ -147,7 +148,7 @@ class Worker:
                 memory=AttemptMemory(s.dedupe_window_s, s.dedupe_max_ids),
             )  # fmt: skip
             link = CarrierLink(
-                s.mqtt_host, s.mqtt_port, s.instance, s.dlr_group, outbox, pipeline,
+                mqtt, s.instance, s.dlr_group, outbox, pipeline,
                 on_state=lambda up: connected.labels("mqtt").set(int(up)),
             )  # fmt: skip
             connected.labels("mqtt").set(0)

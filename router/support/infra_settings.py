@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
+from router.support.credentials import SECRETS_DIR_NAME, Secrets, parse_security
+
 STATE_DIR_NAME = ".supernet"
 
 
@@ -37,6 +39,7 @@ class InfraSettings:
     prometheus_port: int = 19090
     kafka_heap: str = "512m"
     state_dir: Path = field(default_factory=_default_state_dir)
+    security: bool = True  # TLS, authentication and ACLs on both brokers
 
     ENV: ClassVar[dict[str, str]] = {
         "host": "SUPERNET_HOST",
@@ -46,6 +49,7 @@ class InfraSettings:
         "prometheus_port": "SUPERNET_PROMETHEUS_PORT",
         "kafka_heap": "SUPERNET_KAFKA_HEAP",
         "state_dir": "SUPERNET_STATE_DIR",
+        "security": "SUPERNET_SECURITY",
     }
 
     @classmethod
@@ -58,7 +62,9 @@ class InfraSettings:
             if value is None or value == "":
                 continue
             current = getattr(settings, name)
-            if isinstance(current, int):
+            if isinstance(current, bool):
+                changes[name] = parse_security(value, var)
+            elif isinstance(current, int):
                 try:
                     changes[name] = int(value)
                 except ValueError:
@@ -70,12 +76,21 @@ class InfraSettings:
         return replace(settings, **changes)  # type: ignore[arg-type]
 
     @property
+    def secrets_dir(self) -> Path:
+        return self.state_dir / SECRETS_DIR_NAME
+
+    def secrets(self) -> Secrets:
+        """The credentials store of this state directory (``security`` says if it is used)."""
+        return Secrets(self.secrets_dir, self.security)
+
+    @property
     def kafka_bootstrap(self) -> str:
         return f"{host_in_url(self.host)}:{self.kafka_port}"
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://{host_in_url(self.host)}:{self.mqtt_port}"
+        scheme = "mqtts" if self.security else "mqtt"
+        return f"{scheme}://{host_in_url(self.host)}:{self.mqtt_port}"
 
     @property
     def prometheus_url(self) -> str:

@@ -24,7 +24,7 @@ def test_carriers_log_json_lines_with_utc_timestamps(
     directory = small_network([truth("c1")])
     argv = [sys.executable, "-c", PROGRAM, "carriers", "--network", str(directory),
             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(free_port()), "--host-id", "t",
-            "--ledger", str(tmp_path / "ledger.json")]  # fmt: skip
+            "--security", "off", "--ledger", str(tmp_path / "ledger.json")]  # fmt: skip
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

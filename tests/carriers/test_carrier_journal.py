@@ -14,6 +14,7 @@ from carriers import journal as jr
 from carriers import network
 from carriers.host import CarrierHost
 from router.contracts import interconnect
+from router.support.credentials import MqttAccess
 from tests.carriers.carrier_helpers import truth
 from tests.carriers.conftest import SmallNetwork
 
@@ -202,7 +203,7 @@ def test_host_restores_idempotency_and_reschedules_unacked_reports(
     journal = jr.Journal.open(tmp_path / "j")
     try:
         host = CarrierHost(
-            endpoints, ledger, mqtt_host="127.0.0.1", mqtt_port=1, host_id="h", journal=journal
+            endpoints, ledger, mqtt=MqttAccess("127.0.0.1", 1), host_id="h", journal=journal
         )
     finally:
         journal.close()
@@ -230,11 +231,11 @@ async def test_the_sender_id_survives_in_the_journal_and_a_restored_report(
     journal = jr.Journal.open(tmp_path / "j")
     try:
         host = CarrierHost(
-            endpoints, ledger, mqtt_host="127.0.0.1", mqtt_port=1, host_id="h", journal=journal
+            endpoints, ledger, mqtt=MqttAccess("127.0.0.1", 1), host_id="h", journal=journal
         )
         batch = interconnect.SubmitBatch(
             "",
-            "reply",
+            interconnect.reply_topic("r"),
             [interconnect.SubmitItem(id="m1", to="+447700900123", carrier="c1", sender="ACME")],
         )
         host.intake.on_message(
@@ -254,7 +255,7 @@ async def test_the_sender_id_survives_in_the_journal_and_a_restored_report(
     journal = jr.Journal.open(tmp_path / "j")
     try:
         again = CarrierHost(
-            endpoints, ledger, mqtt_host="127.0.0.1", mqtt_port=1, host_id="h", journal=journal
+            endpoints, ledger, mqtt=MqttAccess("127.0.0.1", 1), host_id="h", journal=journal
         )
     finally:
         journal.close()

@@ -29,15 +29,32 @@ def test_batches_round_trip_as_msgpack() -> None:
 
 
 def test_topics() -> None:
-    assert interconnect.submit_topic("gb-ee") == "supernet/carrier/gb-ee/submit"
-    assert interconnect.carrier_of("supernet/carrier/gb-ee/dlr") == "gb-ee"
+    assert interconnect.host_submit_topic("h1") == "supernet/carriers/host/h1/submit"
+    assert interconnect.carrier_status_topic("h1", "gb-ee") == (
+        "supernet/carriers/host/h1/carrier/gb-ee/status"
+    )
+    assert interconnect.carrier_of("supernet/carriers/host/h1/carrier/gb-ee/status") == "gb-ee"
     assert interconnect.dlr_shared_subscription("routers") == (
         "$share/routers/supernet/carriers/host/+/dlr"
     )
     assert interconnect.host_of("supernet/carriers/host/h1/dlr") == "h1"
+    assert interconnect.host_of("supernet/carriers/host/h1/carrier/gb-ee/status") == "h1"
+    reply_to = interconnect.reply_topic("w1")
+    assert interconnect.result_topic(reply_to, "h1") == "supernet/router/w1/results/h1"
+    assert interconnect.host_of("supernet/router/w1/results/h1") == "h1"
     assert interconnect.decode_status(b"offline") == "offline"
-    with pytest.raises(ValueError, match="carrier topic"):
+    with pytest.raises(ValueError, match="carrier status topic"):
         interconnect.carrier_of("other/gb-ee/dlr")
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    ["supernet/carriers/host/h2/dlr", "supernet/router/+/results", "supernet/router//results",
+     "supernet/router/w1/results/x", "elsewhere", ""],
+)  # fmt: skip
+def test_a_carrier_answers_only_on_a_routers_reply_topic(reply_to: str) -> None:
+    with pytest.raises(ValueError, match="not a router's results topic"):
+        interconnect.result_topic(reply_to, "h1")
 
 
 def test_example_scenario_parses_with_every_kind() -> None:

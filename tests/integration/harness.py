@@ -1,8 +1,14 @@
-"""Support for end-to-end tests: a small network, real processes, Kafka in and out.
+"""Support for end-to-end tests: a small network, real processes, Kafka in and out, and
+MQTT identities.
 
 Processes run as the user would run them (`python -m router ...`), each with its own log
 file (``router.support.procs.Child``); the tests wait on what they log, stop them by pid
 and never leave one behind. Topics are read back with ``router.engine.kafka.Reader``.
+
+Every MQTT connection is its own identity (Mosquitto makes the username the client id):
+``identity`` provisions one on a broker of ``InfraSettings``, and ``carriers_args`` /
+``worker_args`` provision the identities of the processes a test starts and give the
+flags that name them.
 """
 
 from __future__ import annotations
@@ -16,15 +22,75 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiomqtt
 import phonenumbers
 
 from router.contracts import network_file, wire
 from router.engine import kafka
+from router.support.credentials import MqttAccess
+from router.support.infra_settings import InfraSettings
 from router.support.procs import Child
+from router.tools.infra import credentials
+
+# ---- MQTT identities ------------------------------------------------------------------------
+
+
+def unique(stem: str) -> str:
+    """A fresh identity name: ``<stem>-<8 hex>`` (one per connection of a test)."""
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def provision(infra: InfraSettings, role: str, names: Sequence[str]) -> None:
+    """With security on, provision the MQTT identities ``names`` with ``role`` on the
+    broker of ``infra`` (those that are new; a running Mosquitto reloads its files)."""
+    if infra.security:
+        credentials.provision(infra, role, names)
+
+
+def identity(infra: InfraSettings, role: str, name: str) -> MqttAccess:
+    """MQTT identity ``name`` with ``role`` on the broker of ``infra``, provisioned if
+    new; the ``MqttAccess`` to connect with."""
+    provision(infra, role, [name])
+    return infra.secrets().mqtt(infra.host, infra.mqtt_port, name)
+
+
+@contextlib.asynccontextmanager
+async def mqtt_client(access: MqttAccess, *topics: str) -> AsyncIterator[aiomqtt.Client]:
+    """A client connected as ``access``, subscribed to ``topics`` (QoS 1)."""
+    async with aiomqtt.Client(**access.client_kwargs()) as client:
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+        yield client
+
+
+def security_args(infra: InfraSettings) -> list[str]:
+    """The flags that make a `supernet carriers`, `worker` or `fleet` use the security of
+    the brokers of ``infra`` and its credentials store."""
+    return ["--security", "on" if infra.security else "off",
+            "--secrets-dir", str(infra.secrets_dir)]  # fmt: skip
+
+
+def carriers_args(infra: InfraSettings, host_id: str) -> list[str]:
+    """`supernet carriers` flags for the Mosquitto of ``infra`` as carrier process
+    ``host_id`` (its MQTT identity, provisioned here with the role ``carriers``)."""
+    provision(infra, "carriers", [host_id])
+    return ["--mqtt-host", infra.host, "--mqtt-port", str(infra.mqtt_port),
+            "--host-id", host_id, *security_args(infra)]  # fmt: skip
+
+
+def worker_args(infra: InfraSettings, mqtt_user: str, fleet: int | None = None) -> list[str]:
+    """`supernet worker` (or, with ``fleet`` workers, `supernet fleet`) flags for the
+    Mosquitto of ``infra`` as ``mqtt_user`` (role ``router``; a fleet's slot i is
+    ``<mqtt_user>-w<i>``), provisioned here."""
+    names = [mqtt_user] if fleet is None else [f"{mqtt_user}-w{i}" for i in range(fleet)]
+    provision(infra, "router", names)
+    return ["--mqtt-host", infra.host, "--mqtt-port", str(infra.mqtt_port),
+            "--mqtt-user", mqtt_user, *security_args(infra)]  # fmt: skip
 
 
 def mobile_numbers(network: Path, count: int, seed: int) -> list[str]:

@@ -1,12 +1,17 @@
 """The carriers survive faults like a real carrier, against a real Mosquitto: reports
 re-sent until acknowledged, the journal across a SIGKILL (reconnection to a broker that
 was killed and started again is in test_carrier_reconnect). The helpers here (a running
-host, a test client's inbox, submits and acks) serve both modules."""
+host, a test client's inbox, submits and acks) serve both modules.
+
+The carrier process is its own MQTT identity (role ``carriers``, named by its host id);
+the test client plays a router (an admin identity, one per connection): it submits with
+a router's reply_to (``interconnect.reply_topic``) and reads its results topics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -23,8 +28,11 @@ from carriers import journal as jr
 from carriers import network
 from carriers.host import CarrierHost
 from router.contracts import interconnect
+from router.support.credentials import MqttAccess
+from router.support.infra_settings import InfraSettings
 from tests.carriers.carrier_helpers import serving, truth
 from tests.carriers.conftest import SmallNetwork
+from tests.integration.harness import identity, security_args, unique
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +40,53 @@ WAIT_S = 30.0  # generous: only for waiting, never asserted
 RESEND_S = 0.4
 
 
+Identity = Callable[[str, str], MqttAccess]
+"""``(role, name)``: that identity, provisioned on the test's broker if new."""
+
+
+@dataclass(frozen=True)
+class Names:
+    """One test's names on a broker (``infra``): its carrier process ``host`` (an identity
+    of role ``carriers``) and the router its test client plays (``router``)."""
+
+    infra: InfraSettings
+    host: str
+    router: str
+    identity: Identity
+
+    @classmethod
+    def new(cls, infra: InfraSettings, uid: str, ident: Identity | None = None) -> Names:
+        ident = ident or functools.partial(identity, infra)
+        names = cls(infra, f"test-{uid}", f"test-router-{uid}", ident)
+        ident("carriers", names.host)
+        return names
+
+    @property
+    def host_access(self) -> MqttAccess:
+        return self.identity("carriers", self.host)
+
+    def client(self) -> MqttAccess:
+        """A fresh admin identity for one test client connection."""
+        return self.identity("admin", unique("test-client"))
+
+    @property
+    def reply(self) -> str:
+        return interconnect.reply_topic(self.router)
+
+    @property
+    def results(self) -> str:
+        return interconnect.results_subscription(self.router)
+
+
+@pytest.fixture
+def names(infra: InfraSettings, uid: str) -> Names:
+    return Names.new(infra, uid)
+
+
 @asynccontextmanager
 async def running(
     directory: Path,
-    host: str,
-    port: int,
-    host_id: str,
+    names: Names,
     *,
     report_resend_s: float = RESEND_S,
     max_unacked_reports: int = 500_000,
@@ -47,9 +96,8 @@ async def running(
     carrier_host = CarrierHost(
         endpoints,
         ledger,
-        mqtt_host=host,
-        mqtt_port=port,
-        host_id=host_id,
+        mqtt=names.host_access,
+        host_id=names.host,
         report_resend_s=report_resend_s,
         max_unacked_reports=max_unacked_reports,
         journal=journal,
@@ -102,8 +150,8 @@ class Inbox:
 
 
 @asynccontextmanager
-async def inbox(host: str, port: int, *topics: str) -> AsyncIterator[Inbox]:
-    async with aiomqtt.Client(host, port) as c:
+async def inbox(access: MqttAccess, *topics: str) -> AsyncIterator[Inbox]:
+    async with aiomqtt.Client(**access.client_kwargs()) as c:
         for topic in topics:
             await c.subscribe(topic, qos=1)
         yield Inbox(c)
@@ -158,14 +206,14 @@ def balanced(host: CarrierHost, carrier: str) -> bool:
 
 
 async def test_unacked_report_is_resent_until_acked(
-    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
+    small_network: SmallNetwork, names: Names
 ) -> None:
-    cid, host_id = f"{uid}-a", f"test-{uid}"
+    cid, host_id = f"{names.host}-a", names.host
     directory = small_network([truth(cid)])
-    reply = f"test/{uid}/results"
+    reply = names.reply
     async with (
-        running(directory, mqtt_host, mqtt_port, host_id) as host,
-        inbox(mqtt_host, mqtt_port, reply, interconnect.host_dlr_topic(host_id)) as box,
+        running(directory, names) as host,
+        inbox(names.client(), names.results, interconnect.host_dlr_topic(host_id)) as box,
     ):
         submitted = time.monotonic()
         await submit(box.client, host_id, reply, items([0, 1, 2, 3], cid))
@@ -199,14 +247,14 @@ async def test_unacked_report_is_resent_until_acked(
 
 
 async def test_store_bound_drops_the_oldest_and_bad_acks_are_not_fatal(
-    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
+    small_network: SmallNetwork, names: Names
 ) -> None:
-    cid, host_id = f"{uid}-b", f"test-{uid}"
+    cid, host_id = f"{names.host}-b", names.host
     directory = small_network([truth(cid)])
-    reply = f"test/{uid}/results"
+    reply = names.reply
     async with (
-        running(directory, mqtt_host, mqtt_port, host_id, max_unacked_reports=2) as host,
-        inbox(mqtt_host, mqtt_port, reply, interconnect.host_dlr_topic(host_id)) as box,
+        running(directory, names, max_unacked_reports=2) as host,
+        inbox(names.client(), names.results, interconnect.host_dlr_topic(host_id)) as box,
     ):
         ack_topic = interconnect.host_dlr_ack_topic(host_id)
         await box.client.publish(ack_topic, b"\xc1 not msgpack", qos=1)
@@ -224,15 +272,13 @@ async def test_store_bound_drops_the_oldest_and_bad_acks_are_not_fatal(
     assert balanced(host, cid)
 
 
-async def test_offline_carrier_holds_its_resends(
-    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int
-) -> None:
-    cid, host_id = f"{uid}-o", f"test-{uid}"
+async def test_offline_carrier_holds_its_resends(small_network: SmallNetwork, names: Names) -> None:
+    cid, host_id = f"{names.host}-o", names.host
     directory = small_network([truth(cid)])
-    reply = f"test/{uid}/results"
+    reply = names.reply
     async with (
-        running(directory, mqtt_host, mqtt_port, host_id) as host,
-        inbox(mqtt_host, mqtt_port, reply, interconnect.host_dlr_topic(host_id)) as box,
+        running(directory, names) as host,
+        inbox(names.client(), names.results, interconnect.host_dlr_topic(host_id)) as box,
     ):
         await submit(box.client, host_id, reply, items([0], cid))
         await box.until(lambda b: "m0" in b.report_ids(0))
@@ -254,11 +300,11 @@ async def test_offline_carrier_holds_its_resends(
 
 
 async def test_host_publishes_what_its_journal_held(
-    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int, tmp_path: Path
+    small_network: SmallNetwork, names: Names, tmp_path: Path
 ) -> None:
     """Unacked reports go again at once (resent + 1), the unpublished one at its due time;
     acked and lost ones never."""
-    cid, host_id = f"{uid}-r", f"test-{uid}"
+    cid, host_id = f"{names.host}-r", names.host
     directory = small_network([truth(cid)])
     wall = time.time_ns() // 1_000_000
     due_ms = wall + 1_500
@@ -281,10 +327,8 @@ async def test_host_publishes_what_its_journal_held(
     journal = jr.Journal.open(path)
     try:
         async with (
-            inbox(mqtt_host, mqtt_port, interconnect.host_dlr_topic(host_id)) as box,
-            running(
-                directory, mqtt_host, mqtt_port, host_id, journal=journal, report_resend_s=30.0
-            ),
+            inbox(names.client(), interconnect.host_dlr_topic(host_id)) as box,
+            running(directory, names, journal=journal, report_resend_s=30.0),
         ):
             await box.until(lambda b: "m4" in b.report_ids())
             arrived_ms = time.time_ns() // 1_000_000
@@ -298,26 +342,30 @@ async def test_host_publishes_what_its_journal_held(
 
 
 async def test_journal_survives_sigkill_and_restart(
-    small_network: SmallNetwork, uid: str, mqtt_host: str, mqtt_port: int, tmp_path: Path
+    small_network: SmallNetwork, names: Names, tmp_path: Path
 ) -> None:
-    cid, host_id = f"{uid}-j", f"test-{uid}"
+    cid, host_id = f"{names.host}-j", names.host
     directory = small_network([truth(cid)])
     journal = tmp_path / "carriers.journal"
     ledger_path = tmp_path / "ledger.json"
-    reply = f"test/{uid}/results"
+    reply = names.reply
     base = [
         sys.executable, "-m", "router", "carriers", "--network", str(directory),
-        "--mqtt-host", mqtt_host, "--mqtt-port", str(mqtt_port), "--journal", str(journal),
-        "--ledger", str(ledger_path),
+        "--mqtt-host", names.infra.host, "--mqtt-port", str(names.infra.mqtt_port),
+        *security_args(names.infra), "--journal", str(journal), "--ledger", str(ledger_path),
     ]  # fmt: skip
-    topics = (reply, interconnect.host_dlr_topic(host_id), interconnect.directory_topic(host_id))
+    topics = (
+        names.results,
+        interconnect.host_dlr_topic(host_id),
+        interconnect.directory_topic(host_id),
+    )
     first = await asyncio.create_subprocess_exec(
         *base, "--host-id", host_id, "--report-resend-s", "60",
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     second = None
     try:
-        async with inbox(mqtt_host, mqtt_port, *topics) as box:
+        async with inbox(names.client(), *topics) as box:
             await box.until(lambda b: b.directory is not None)  # subscribed and announced
             await submit(box.client, host_id, reply, items([0, 1, 2, 3, 4], cid))
             await box.until(lambda b: len(b.report_ids(0)) == 5)

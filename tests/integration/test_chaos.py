@@ -35,7 +35,14 @@ from carriers.network import reduce_network
 from router.contracts import wire
 from router.engine import kafka
 from router.support.infra_settings import InfraSettings
-from tests.integration.harness import Proc, mobile_numbers, request_records, requests
+from tests.integration.harness import (
+    Proc,
+    carriers_args,
+    mobile_numbers,
+    request_records,
+    requests,
+    worker_args,
+)
 
 REGIONS = {"GB", "DE", "FR", "NL"}
 TOPICS = ("requests", "receipts", "dead-letter")
@@ -173,7 +180,8 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Stack:
-    """One test's carriers, fleet and topics; stopped at the end."""
+    """One test's carriers, fleet, topics and MQTT identities (carriers ``chaos-<tag>``,
+    workers ``chaos-<tag>-w<i>``); stopped at the end."""
 
     def __init__(self, infra: InfraSettings, network: Path, logs: Path) -> None:
         self.infra, self.network, self.logs = infra, network, logs
@@ -186,8 +194,8 @@ class Stack:
         await kafka.ensure_topics(
             self.infra.kafka_bootstrap, [kafka.TopicSpec(self.topics[t], 6) for t in TOPICS]
         )
-        argv = ["carriers", "--network", str(self.network), "--mqtt-host", self.infra.host,
-                "--mqtt-port", str(self.infra.mqtt_port), "--host-id", f"chaos-{self.tag}",
+        argv = ["carriers", "--network", str(self.network),
+                *carriers_args(self.infra, f"chaos-{self.tag}"),
                 "--ledger", str(self.logs / "ledger.json")]  # fmt: skip
         if "--journal" in flags_of("carriers"):
             argv += ["--journal", str(self.journal)]
@@ -195,7 +203,7 @@ class Stack:
         self.procs.append(carriers)
         fleet_argv = [
             "fleet", "--workers", str(workers), "--bootstrap", self.infra.kafka_bootstrap,
-            "--mqtt-host", self.infra.host, "--mqtt-port", str(self.infra.mqtt_port),
+            *worker_args(self.infra, f"chaos-{self.tag}", workers),
             "--network", str(self.network), "--requests-topic", self.topics["requests"],
             "--receipts-topic", self.topics["receipts"],
             "--dead-letter-topic", self.topics["dead-letter"], "--group", f"chaos-{self.tag}",

@@ -1,5 +1,7 @@
-"""Mosquitto is real and usable from our stack: aiomqtt on uvloop, retained messages,
-a last-will fired by a client process that dies, and a shared subscription."""
+"""Mosquitto is real and usable from our stack: aiomqtt on uvloop over TLS, each client
+its own identity (admins here, who may use any topic), retained messages, a last-will
+fired by a client process that dies, and a shared subscription. What the identities may
+not do is in test_mqtt_security."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ import uuid
 import aiomqtt
 import pytest
 
+from router.support.infra_settings import InfraSettings
+from tests.conftest import MqttIdentity
+from tests.integration.harness import unique
+
 pytestmark = pytest.mark.integration
 
 
@@ -20,11 +26,16 @@ def topic(name: str) -> str:
     return f"test/{name}/{uuid.uuid4().hex[:12]}"
 
 
-async def test_retained_message_reaches_a_later_subscriber(mqtt_host: str, mqtt_port: int) -> None:
+def admin(mqtt_identity: MqttIdentity, stem: str) -> aiomqtt.Client:
+    """A client of a fresh admin identity (not connected yet)."""
+    return aiomqtt.Client(**mqtt_identity("admin", unique(stem)).client_kwargs())
+
+
+async def test_retained_message_reaches_a_later_subscriber(mqtt_identity: MqttIdentity) -> None:
     t = topic("retained")
-    async with aiomqtt.Client(mqtt_host, mqtt_port) as publisher:
+    async with admin(mqtt_identity, "test-publisher") as publisher:
         await publisher.publish(t, b"online", qos=1, retain=True)
-    async with aiomqtt.Client(mqtt_host, mqtt_port) as late:
+    async with admin(mqtt_identity, "test-late") as late:
         await late.subscribe(t, qos=1)
         async with asyncio.timeout(10):
             message = await anext(aiter(late.messages))
@@ -36,10 +47,13 @@ async def test_retained_message_reaches_a_later_subscriber(mqtt_host: str, mqtt_
 
 WILL_CLIENT = """
 import asyncio, sys
+from pathlib import Path
 import aiomqtt
-async def main(host, port, topic):
+from router.support.credentials import Secrets
+async def main(host, port, secrets_dir, security, user, topic):
+    access = Secrets(Path(secrets_dir), security == "on").mqtt(host, int(port), user)
     will = aiomqtt.Will(topic, b"offline", qos=1, retain=True)
-    async with aiomqtt.Client(host, int(port), will=will, keepalive=60) as client:
+    async with aiomqtt.Client(**access.client_kwargs(), will=will, keepalive=60) as client:
         await client.publish(topic, b"online", qos=1, retain=True)
         print("ready", flush=True)
         await asyncio.sleep(3600)
@@ -47,18 +61,22 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-async def test_last_will_fires_when_a_client_process_dies(mqtt_host: str, mqtt_port: int) -> None:
+async def test_last_will_fires_when_a_client_process_dies(
+    infra: InfraSettings, mqtt_identity: MqttIdentity
+) -> None:
     t = topic("will")
+    user = mqtt_identity("admin", unique("test-will")).username  # the password stays in the store
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, killed by pid below
-        [sys.executable, "-c", WILL_CLIENT, mqtt_host, str(mqtt_port), t],
+        [sys.executable, "-c", WILL_CLIENT, infra.host, str(infra.mqtt_port),
+         str(infra.secrets_dir), "on" if infra.security else "off", user, t],
         stdout=subprocess.PIPE,
         text=True,
-    )
+    )  # fmt: skip
     try:
         assert proc.stdout is not None
         ready = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
         assert ready.strip() == "ready"
-        async with aiomqtt.Client(mqtt_host, mqtt_port) as watcher:
+        async with admin(mqtt_identity, "test-watcher") as watcher:
             await watcher.subscribe(t, qos=1)
             messages = aiter(watcher.messages)
             async with asyncio.timeout(10):
@@ -75,7 +93,7 @@ async def test_last_will_fires_when_a_client_process_dies(mqtt_host: str, mqtt_p
             proc.stdout.close()
 
 
-async def test_shared_subscription_splits_messages(mqtt_host: str, mqtt_port: int) -> None:
+async def test_shared_subscription_splits_messages(mqtt_identity: MqttIdentity) -> None:
     t = topic("shared")
     share = f"$share/routers/{t}"
     count = 200
@@ -90,9 +108,9 @@ async def test_shared_subscription_splits_messages(mqtt_host: str, mqtt_port: in
                 done.set()
 
     async with (
-        aiomqtt.Client(mqtt_host, mqtt_port) as a,
-        aiomqtt.Client(mqtt_host, mqtt_port) as b,
-        aiomqtt.Client(mqtt_host, mqtt_port) as publisher,
+        admin(mqtt_identity, "test-share-a") as a,
+        admin(mqtt_identity, "test-share-b") as b,
+        admin(mqtt_identity, "test-share-publisher") as publisher,
     ):
         await a.subscribe(share, qos=1)
         await b.subscribe(share, qos=1)

@@ -20,6 +20,7 @@ from router.engine import kafka
 from router.support.infra_settings import InfraSettings
 from tests.integration.harness import (
     Proc,
+    carriers_args,
     ledger_totals,
     mobile_numbers,
     outcomes,
@@ -29,13 +30,16 @@ from tests.integration.harness import (
     request_records,
     requests,
     wait_for_outcomes,
+    worker_args,
 )
 
 pytestmark = pytest.mark.integration
 
 
 class Stack:
-    """One test's processes and topics; everything is stopped at the end."""
+    """One test's processes, topics and MQTT identities (the carriers' ``carriers-<tag>``,
+    each worker's own name, a fleet's ``fleet-<tag>-w<i>``); everything is stopped at
+    the end."""
 
     def __init__(self, infra: InfraSettings, network: Path, logs: Path) -> None:
         self.infra = infra
@@ -52,9 +56,8 @@ class Stack:
         self.procs: list[Proc] = []
 
     async def carriers(self, scenario: Path | None = None) -> Proc:
-        argv = ["carriers", "--network", str(self.network), "--mqtt-host", self.infra.host,
-                "--mqtt-port", str(self.infra.mqtt_port), "--ledger", str(self.ledger),
-                "--host-id", f"carriers-{self.tag}"]  # fmt: skip
+        argv = ["carriers", "--network", str(self.network), "--ledger", str(self.ledger),
+                *carriers_args(self.infra, f"carriers-{self.tag}")]  # fmt: skip
         if scenario is not None:
             argv += ["--scenario", str(scenario)]
         p = Proc("carriers", argv, self.logs / "carriers.log").start()
@@ -62,10 +65,11 @@ class Stack:
         await p.wait_for("carriers ready")
         return p
 
-    def worker_args(self, name: str) -> list[str]:
+    def worker_args(self, name: str, fleet: int | None = None) -> list[str]:
+        """A worker's flags; its MQTT identity is ``name`` (a fleet's: ``<name>-w<i>``)."""
         return [
-            "--bootstrap", self.infra.kafka_bootstrap, "--mqtt-host", self.infra.host,
-            "--mqtt-port", str(self.infra.mqtt_port), "--network", str(self.network),
+            "--bootstrap", self.infra.kafka_bootstrap, *worker_args(self.infra, name, fleet),
+            "--network", str(self.network),
             "--requests-topic", self.requests_topic, "--receipts-topic", self.receipts_topic,
             "--dead-letter-topic", self.dead_letter_topic, "--group", self.group,
             "--attempts-topic", self.attempts_topic, "--dlr-group", self.group,
@@ -81,7 +85,8 @@ class Stack:
         return p
 
     async def fleet(self, workers: int) -> Proc:
-        argv = ["fleet", "--workers", str(workers), *self.worker_args(f"fleet-{self.tag}")]
+        argv = ["fleet", "--workers", str(workers),
+                *self.worker_args(f"fleet-{self.tag}", workers)]  # fmt: skip
         p = Proc("fleet", argv, self.logs / "fleet.log").start()
         self.procs.append(p)
         await p.wait_for("partitions assigned", count=workers)

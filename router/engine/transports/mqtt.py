@@ -4,19 +4,28 @@ carrier transport would be a module beside this one, implementing the same proto
 
 ``MqttOutbox`` (the pipeline's ``Submitter``) batches submits per carrier process
 (``interconnect.MAX_BATCH`` items or ``FLUSH_INTERVAL_S`` after the first, as the carriers
-batch theirs), addressed through the processes' retained directories; a carrier no
-directory names yet is addressed on its own topic. Delivery-report acknowledgements
+batch theirs), addressed through the processes' retained directories; a submit for a
+carrier that no directory names cannot be addressed, so it counts as sent to nobody (its
+submit timeout runs, and the message fails over). Delivery-report acknowledgements
 (``ack_report``, once the receipts are durable) are batched per carrier process onto its
 ``dlr-ack`` topic in the same way. Full batches wait in one queue.
 
 ``CarrierLink`` (the ``Transport``) publishes the queued batches at QoS 1 with several
 publishes in flight and dispatches incoming traffic to its ``TransportHandler``:
 
-- submit results on this worker's own reply topic,
+- submit results on this worker's own reply topics (one per carrier process); a result
+  for a carrier that its sender does not host is dropped and counted (``foreign``);
 - delivery reports of every carrier process through one shared subscription (each report
-  reaches one worker of the group),
-- carriers' retained ``online``/``offline`` statuses (last-will included),
-- carrier processes' retained directories (which carriers each hosts).
+  reaches one worker of the group); a report for a carrier its sender does not host is
+  dropped and counted too;
+- carrier processes' retained directories (which carriers each hosts), their own
+  statuses (the last-will ``offline`` included) and their carriers' statuses. A carrier
+  is online while its process names it, is not ``offline`` and has not announced the
+  carrier ``offline``; the handler hears each change of that (``on_status``).
+
+The topics name the carrier process that sent each message, and the broker lets each
+process publish only on its own (see ``router.contracts.interconnect``), so "its sender"
+above is the broker's word, not the payload's.
 
 If the broker connection drops, ``run`` reconnects with ``router.support.backoff.Backoff``
 and subscribes again; batches wait in the outbox's queue meanwhile (bounded by the
@@ -31,7 +40,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiomqtt
 import msgspec
@@ -40,6 +49,7 @@ import structlog
 from router.contracts import interconnect
 from router.engine.transports.base import TransportHandler
 from router.support.backoff import Backoff
+from router.support.credentials import MqttAccess
 
 log = structlog.get_logger("router.engine.transports.mqtt")
 
@@ -51,23 +61,24 @@ RECONNECT_INITIAL_S = 0.2  # the first reconnect delay, doubling per failure in 
 RECONNECT_CAP_S = 5.0
 
 Batch = tuple[str, list[interconnect.SubmitItem], bytes]
-"""(topic, the submits in it (none for acknowledgements), the encoded payload)"""
+"""(topic ("" for submits no process can take), the submits in it (none for
+acknowledgements), the encoded payload)"""
 
-
-def reply_topic(instance: str) -> str:
-    return f"supernet/router/{instance}/results"
+UNADDRESSED = ""  # the topic of a batch for carriers that no directory names
 
 
 class MqttOutbox:
     """Submits and report acknowledgements, batched per carrier process and queued for
-    the publishers. Called synchronously from the pipeline's callbacks."""
+    the publishers. Called synchronously from the pipeline's callbacks. ``name`` is the
+    router's name on the interconnect (its MQTT identity): its reply topics use it."""
 
-    def __init__(self, instance: str) -> None:
-        self.instance = instance
-        self.reply_to = reply_topic(instance)
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reply_to = interconnect.reply_topic(name)
+        self.unaddressed = 0  # submits for carriers that no directory named
         self.hosts: dict[str, str] = {}  # carrier id -> the process hosting it
         self._hosted: dict[str, list[str]] = {}  # process -> its carriers
-        # Buffers by destination topic: a process's submit topic, or a carrier's own.
+        # Buffers by destination topic: a process's submit topic, or UNADDRESSED.
         self._buffers: dict[str, list[interconnect.SubmitItem]] = {}
         self._flush_handles: dict[str, asyncio.TimerHandle] = {}
         self._acks: dict[str, list[interconnect.ReportAck]] = {}  # host -> acks to publish
@@ -85,11 +96,11 @@ class MqttOutbox:
     def submit(self, carrier: str, item: interconnect.SubmitItem) -> None:
         """Queue a submit; ``item.carrier`` must name ``carrier``."""
         host = self.hosts.get(carrier)
-        topic = (
-            interconnect.host_submit_topic(host)
-            if host is not None
-            else interconnect.submit_topic(carrier)
-        )
+        if host is None:
+            self.unaddressed += 1
+            topic = UNADDRESSED
+        else:
+            topic = interconnect.host_submit_topic(host)
         buf = self._buffers.get(topic)
         if buf is None:
             buf = self._buffers[topic] = []
@@ -121,6 +132,10 @@ class MqttOutbox:
         for host in list(self._acks):
             self._flush_acks(host)
 
+    def hosted(self, host: str) -> list[str]:
+        """The carriers process ``host`` names in its directory."""
+        return self._hosted.get(host, [])
+
     def on_directory(self, host: str, carriers: Sequence[str]) -> None:
         """Carrier process ``host`` hosts ``carriers`` now (and no others)."""
         for carrier in self._hosted.pop(host, []):
@@ -149,9 +164,7 @@ class MqttOutbox:
         acks = self._acks.pop(host, None)
         if not acks:
             return
-        payload = interconnect.REPORT_ACK_BATCH.encode(
-            interconnect.ReportAckBatch(self.instance, acks)
-        )
+        payload = interconnect.REPORT_ACK_BATCH.encode(interconnect.ReportAckBatch(self.name, acks))
         self._enqueue((interconnect.host_dlr_ack_topic(host), [], payload))
 
     def _enqueue(self, batch: Batch) -> None:
@@ -208,6 +221,7 @@ class Client(Protocol):
 
 
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[Client]]
+_FromCarrier = TypeVar("_FromCarrier", interconnect.SubmitResult, interconnect.DeliveryReport)
 
 
 class CarrierLink:
@@ -215,8 +229,7 @@ class CarrierLink:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        access: MqttAccess,
         instance: str,
         dlr_group: str,
         outbox: MqttOutbox,
@@ -226,10 +239,10 @@ class CarrierLink:
         backoff: Backoff | None = None,
         connect: Connect | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        self.access = access
         self.instance = instance
         self.reply_to = outbox.reply_to
+        self._results_prefix = outbox.reply_to + "/"
         self.dlr_group = dlr_group
         self.outbox = outbox
         self.handler = handler
@@ -238,13 +251,18 @@ class CarrierLink:
         self._connect = connect or self._aiomqtt_client
         self._ready = asyncio.Event()  # connected and subscribed
         self.malformed = 0
+        self.foreign = 0  # results and reports for carriers their sender does not host
         self.connections = 0  # sessions that came up (subscribed)
+        # What the carrier processes announced, and the status the handler last heard.
+        self._host_online: dict[str, bool] = {}
+        self._announced: dict[str, dict[str, bool]] = {}  # host -> carrier -> online
+        self._online: dict[str, bool] = {}  # carrier -> as told to the handler
 
     def _aiomqtt_client(self) -> contextlib.AbstractAsyncContextManager[Client]:
+        kw = self.access.client_kwargs()  # with security on, the identity is the client id
+        kw.setdefault("identifier", f"router-{self.instance}")
         return aiomqtt.Client(
-            self.host,
-            self.port,
-            identifier=f"router-{self.instance}",
+            **kw,
             clean_session=True,
             max_inflight_messages=1000,
             max_queued_incoming_messages=0,
@@ -285,23 +303,24 @@ class CarrierLink:
                 # A session that came up resets the backoff: the first loss is retried soon.
                 self.backoff.reset()
                 log.warning("carrier link lost; reconnecting", error=str(error),
-                            broker=f"{self.host}:{self.port}")  # fmt: skip
+                            broker=self.access.describe())  # fmt: skip
             await asyncio.sleep(self.backoff.delay())
 
     async def _session(self) -> None:
         async with self._connect() as client:
             client.pending_calls_threshold = 2 * PUBLISHERS  # we keep this many on purpose
-            await client.subscribe(self.reply_to, qos=1)
+            await client.subscribe(interconnect.results_subscription(self.outbox.name), qos=1)
             await client.subscribe(interconnect.dlr_shared_subscription(self.dlr_group), qos=1)
-            await client.subscribe(interconnect.STATUS_ALL, qos=1)
             await client.subscribe(interconnect.DIRECTORY_ALL, qos=1)
+            await client.subscribe(interconnect.HOST_STATUS_ALL, qos=1)
+            await client.subscribe(interconnect.CARRIER_STATUS_ALL, qos=1)
             if self.connections:
                 log.info("carrier link restored", reconnects=self.connections)
             self.connections += 1
             self.handler.on_changed(())
             self._ready.set()
             self.on_state(True)
-            log.info("carrier link up", broker=f"{self.host}:{self.port}", reply_to=self.reply_to)
+            log.info("carrier link up", broker=self.access.describe(), reply_to=self.reply_to)
             async with asyncio.TaskGroup() as tg:
                 for _ in range(PUBLISHERS):
                     tg.create_task(self._publisher(client))
@@ -315,7 +334,8 @@ class CarrierLink:
             batch = await outbox.take()
             topic, items, payload = batch
             try:
-                await client.publish(topic, payload, qos=1)
+                if topic is not UNADDRESSED:
+                    await client.publish(topic, payload, qos=1)
             except BaseException:
                 # Cut off (connection lost, or cancelled with it): publish it again once
                 # reconnected; the carrier answers a repeated id as a duplicate.
@@ -336,24 +356,60 @@ class CarrierLink:
         """One incoming message, to the handler; a malformed one is counted and logged."""
         handler = self.handler
         try:
-            if topic == self.reply_to:
+            if topic.startswith(self._results_prefix):
+                host = interconnect.host_of(topic)
                 rb = interconnect.RESULT_BATCH.decode(payload)
-                handler.on_results(rb.carrier, rb.results)
+                handler.on_results(host, self._hosted_by(host, rb.results))
             elif topic.endswith("/dlr"):
+                host = interconnect.host_of(topic)
                 db = interconnect.REPORT_BATCH.decode(payload)
                 # acks go to the process that sent the batch: the topic names it
-                handler.on_reports(interconnect.host_of(topic), db.reports)
+                handler.on_reports(host, self._hosted_by(host, db.reports))
             elif topic.endswith("/carriers"):
                 host = interconnect.host_of(topic)
                 carriers = interconnect.DIRECTORY.decode(payload).carriers if payload else []
+                before = self.outbox.hosted(host)
                 self.outbox.on_directory(host, carriers)
+                self._statuses_changed([*before, *carriers])
                 handler.on_changed(carriers)
-            elif topic.startswith(interconnect.TOPIC_ROOT + "/") and topic.endswith("/status"):
+            elif topic.endswith("/status"):
                 if not payload:
                     return  # a cleared retained status
-                carrier = interconnect.carrier_of(topic)
-                handler.on_status(carrier, interconnect.decode_status(payload) == "online")
+                online = interconnect.decode_status(payload) == "online"
+                host = interconnect.host_of(topic)
+                if topic.count("/") == 4:  # the process's own status
+                    self._host_online[host] = online
+                    self._statuses_changed(self.outbox.hosted(host))
+                else:
+                    carrier = interconnect.carrier_of(topic)
+                    self._announced.setdefault(host, {})[carrier] = online
+                    self._statuses_changed([carrier])
         except (msgspec.DecodeError, ValueError) as e:
             # A malformed payload from the interconnect is logged and counted, never fatal.
             self.malformed += 1
-            log.warning("malformed interconnect payload", topic=topic, error=str(e))
+            log.warning("malformed interconnect payload", topic=topic[:200], error=str(e))
+
+    def _hosted_by(self, host: str, items: Sequence[_FromCarrier]) -> Sequence[_FromCarrier]:
+        """``items`` whose carrier ``host`` hosts; the others are counted and dropped."""
+        hosts = self.outbox.hosts
+        if all(hosts.get(item.carrier) == host for item in items):
+            return items
+        kept = [item for item in items if hosts.get(item.carrier) == host]
+        self.foreign += len(items) - len(kept)
+        log.warning("results or reports for carriers their sender does not host, dropped",
+                    host=host, dropped=len(items) - len(kept))  # fmt: skip
+        return kept
+
+    def _statuses_changed(self, carriers: Sequence[str]) -> None:
+        """Tell the handler of each carrier whose status (as defined above) changed."""
+        hosts, told = self.outbox.hosts, self._online
+        for carrier in carriers:
+            host = hosts.get(carrier)
+            online = (
+                host is not None
+                and self._host_online.get(host, True)
+                and self._announced.get(host, {}).get(carrier, True)
+            )
+            if told.get(carrier) != online:
+                told[carrier] = online
+                self.handler.on_status(carrier, online)

@@ -57,6 +57,8 @@ from router.tools.demo.outputs import write_outputs
 from router.tools.demo.render import render
 from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.demo.steps import (
+    CARRIERS_IDENTITY,
+    OBSERVER_IDENTITY,
     PROMETHEUS_QUERY,
     brokers_down,
     brokers_up,
@@ -67,6 +69,7 @@ from router.tools.demo.steps import (
     economics_results,
     ensure_network,
     fleet_command,
+    identities,
     instance,
     metrics_urls,
     scenario_text,
@@ -159,12 +162,14 @@ async def live_run(
     logs = config.out / "logs"
     targets = Prometheus(s).targets_dir
     has_targets = targets if targets.is_dir() else None
+    identities(config)
     await start_fleet(config, network, has_targets, children, console)
     scenario = config.out / "scenario.toml"
     scenario.write_text(scenario_text(carrier, LEAD_S + config.duration / 2,
                                       config.outage_duration_s))  # fmt: skip
     console.print(f"demo: supernet carriers --scenario {scenario} (log {logs / 'carriers.log'})")
-    async with CarrierWatch(s.host, s.mqtt_port, instance(), carrier) as watch:
+    observer = s.secrets().mqtt(s.host, s.mqtt_port, OBSERVER_IDENTITY)
+    async with CarrierWatch(observer, CARRIERS_IDENTITY, carrier) as watch:
         argv = supernet(*carriers_command(config, network, scenario, has_targets))
         carriers = Child("carriers", argv, logs / "carriers.log", fresh_log=True)
         children.append(carriers)

@@ -3,10 +3,12 @@ what they publish for every client to see (retained MQTT statuses, the Kafka con
 group), never from their log files.
 
 - The carriers are ready when their process publishes ``online`` on its host status topic
-  (``interconnect.host_status_topic``): it does so once every carrier it hosts is
-  connected and its directory is published.
-- The outage is the busy carrier's own status (``interconnect.status_topic``) going
-  ``offline`` and back ``online``, as every router sees it.
+  (``interconnect.host_status_topic``): it does so once its carriers' statuses and its
+  directory are published.
+- The outage is the busy carrier's own status (``interconnect.carrier_status_topic``)
+  going ``offline`` and back ``online``, as every router sees it.
+
+It connects as one MQTT identity (an ``observer`` may read statuses, nothing else).
 - The fleet is ready when the Kafka consumer group is ``Stable`` with every worker of this
   fleet (client id ``supernet-<instance>-w<i>``) among its members: each has its partitions.
 
@@ -25,6 +27,7 @@ import aiomqtt
 
 from router.contracts import interconnect
 from router.engine import kafka
+from router.support.credentials import MqttAccess
 
 GROUP_POLL_S = 0.25  # the group's state is only known by asking the broker
 
@@ -32,12 +35,12 @@ GROUP_POLL_S = 0.25  # the group's state is only known by asking the broker
 class CarrierWatch:
     """Subscribed to one carrier host's status (and one carrier's) while in use."""
 
-    def __init__(
-        self, mqtt_host: str, mqtt_port: int, host_id: str, carrier: str | None = None
-    ) -> None:
-        self.client = aiomqtt.Client(mqtt_host, mqtt_port)
+    def __init__(self, access: MqttAccess, host_id: str, carrier: str | None = None) -> None:
+        self.client = aiomqtt.Client(**access.client_kwargs())
         self.host_topic = interconnect.host_status_topic(host_id)
-        self.carrier_topic = interconnect.status_topic(carrier) if carrier else None
+        self.carrier_topic = (
+            interconnect.carrier_status_topic(host_id, carrier) if carrier else None
+        )
         self.host_online = asyncio.Event()
         self.offline_ms: int | None = None  # the carrier's first offline of this run
         self.online_again_ms: int | None = None  # and its first online after that

@@ -102,8 +102,26 @@ def scenario_text(carrier: str, at_s: float, duration_s: float) -> str:
 
 
 def instance() -> str:
-    """The name of this run's fleet and carrier host (its workers: ``<this>-w<i>``)."""
+    """The name of this run's fleet (its workers: ``<this>-w<i>``)."""
     return f"demo-{os.getpid()}"
+
+
+# The demo's MQTT identities (provisioned by ``identities``): each connection is one.
+CARRIERS_IDENTITY = "demo-carriers"
+ROUTER_IDENTITY = "demo-router"  # the fleet's slot i: demo-router-w<i>
+OBSERVER_IDENTITY = "demo-observer"
+
+
+def identities(config: DemoConfig) -> None:
+    """Provision the run's MQTT identities (once; a running Mosquitto reloads them)."""
+    s = config.infra_settings
+    if not s.security:
+        return
+    from router.tools.infra import credentials
+
+    credentials.provision(s, "carriers", [CARRIERS_IDENTITY])
+    credentials.provision(s, "router", [f"{ROUTER_IDENTITY}-w{i}" for i in range(config.workers)])
+    credentials.provision(s, "observer", [OBSERVER_IDENTITY])
 
 
 def fleet_command(config: DemoConfig, network: Path, targets: Path | None) -> list[str]:
@@ -114,6 +132,9 @@ def fleet_command(config: DemoConfig, network: Path, targets: Path | None) -> li
         "bootstrap": s.kafka_bootstrap,
         "mqtt_host": s.host,
         "mqtt_port": s.mqtt_port,
+        "security": "on" if s.security else "off",
+        "secrets_dir": str(s.secrets_dir),
+        "mqtt_user": ROUTER_IDENTITY,
         "network": str(network),
         "requests_topic": config.requests_topic,
         "receipts_topic": config.receipts_topic,
@@ -136,7 +157,9 @@ def carriers_command(
     s = config.infra_settings
     argv = ["carriers", "--network", str(network), "--scenario", str(scenario),
             "--mqtt-host", s.host, "--mqtt-port", str(s.mqtt_port),
-            "--ledger", str(config.out / "ledger.json"), "--host-id", instance()]  # fmt: skip
+            "--security", "on" if s.security else "off", "--secrets-dir", str(s.secrets_dir),
+            "--ledger", str(config.out / "ledger.json"),
+            "--host-id", CARRIERS_IDENTITY]  # fmt: skip
     if config.metrics_port and targets is not None:
         argv += ["--metrics-port", str(CARRIERS_METRICS_PORT), "--prometheus-targets", str(targets)]
     return argv

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
+import pwd
 import resource
 import shutil
 import subprocess
@@ -24,8 +26,10 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
+from router.support.credentials import MqttAccess
 from router.support.infra_settings import InfraSettings, host_in_url
 from router.support.procs import InfraError, Managed, port_open
+from router.tools.infra import credentials
 
 TEMPLATES: Traversable = resources.files("router.tools.infra") / "templates"
 """The brokers' config templates: ``<broker>/<file>``, with ``$name`` fields to fill in."""
@@ -208,19 +212,45 @@ class Mosquitto(Broker):
 
     def prepare(self) -> None:
         self.require("mosquitto")
+        self.require("mosquitto_passwd")
         # A carrier host keeps one connection per carrier (~1,600 for the generated
         # network): let the broker, which inherits our limits, open that many sockets.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.render(
             "mosquitto.conf",
             self.dir / "mosquitto.conf",
             port=self.port,
             log_file=self.dir / "logs" / "mosquitto.log",
+            security=self._security_lines(),
+            user=pwd.getpwuid(os.getuid()).pw_name,
         )
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    def _security_lines(self) -> str:
+        s = self.settings
+        if not s.security:
+            return (
+                "# SUPERNET_SECURITY=off: plain text, anyone may connect (a baseline only)\n"
+                "allow_anonymous true"
+            )
+        store = credentials.prepare(s)
+        cert, key = credentials.ensure_server_cert(s.secrets_dir, "mosquitto", s.host)
+        passwd, acl = credentials.write_mosquitto_files(store, self.dir)
+        return "\n".join([
+            "# TLS with a certificate of the project CA; every client authenticates, and its",
+            "# username becomes its client id, so no identity can take another's.",
+            f"certfile {cert}",
+            f"keyfile {key}",
+            "tls_version tlsv1.2",
+            "use_username_as_clientid true",
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"acl_file {acl}",
+        ])  # fmt: skip
 
     def argv(self) -> list[str]:
         return [self.require("mosquitto"), "-c", str(self.dir / "mosquitto.conf")]
@@ -228,16 +258,17 @@ class Mosquitto(Broker):
     def ready(self) -> bool:
         if not port_open(self.settings.host, self.port):
             return False
-        return asyncio.run(_mqtt_round_trip(self.settings.host, self.port))
+        s = self.settings
+        return asyncio.run(_mqtt_round_trip(s.secrets().mqtt(s.host, self.port, "infra")))
 
 
-async def _mqtt_round_trip(host: str, port: int) -> bool:
+async def _mqtt_round_trip(access: MqttAccess) -> bool:
     """Subscribe, publish, receive: the broker routes messages."""
     import aiomqtt
 
     topic = f"supernet/infra/ready/{uuid.uuid4().hex}"
     try:
-        async with asyncio.timeout(3.0), aiomqtt.Client(host, port) as client:
+        async with asyncio.timeout(3.0), aiomqtt.Client(**access.client_kwargs()) as client:
             await client.subscribe(topic, qos=1)
             await client.publish(topic, b"ready", qos=1)
             async for message in client.messages:

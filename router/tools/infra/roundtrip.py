@@ -1,7 +1,8 @@
 """A round trip through both brokers: proof that the local infrastructure carries messages.
 
 Kafka: produce N JSON records to a fresh topic, read them back in a consumer group.
-MQTT: publish N messages at QoS 1 and receive them on a subscription.
+MQTT: publish N messages at QoS 1 and receive them on a subscription (as the ``infra``
+identity, an admin).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from router.support.credentials import MqttAccess
 from router.support.infra_settings import InfraSettings
 
 
@@ -67,11 +69,12 @@ async def kafka_round_trip(bootstrap: str, count: int, deadline_s: float = 60.0)
     return Trip("kafka", count, len(seen), time.perf_counter() - started)
 
 
-async def mqtt_round_trip(host: str, port: int, count: int, deadline_s: float = 60.0) -> Trip:
+async def mqtt_round_trip(access: MqttAccess, count: int, deadline_s: float = 60.0) -> Trip:
     topic = f"supernet/roundtrip/{uuid.uuid4().hex[:12]}"
     seen: set[int] = set()
     started = time.perf_counter()
-    async with aiomqtt.Client(host, port, max_queued_outgoing_messages=count) as client:
+    client = aiomqtt.Client(**access.client_kwargs(), max_queued_outgoing_messages=count)
+    async with client:
         await client.subscribe(topic, qos=1)
 
         async def receive() -> None:
@@ -91,5 +94,7 @@ async def mqtt_round_trip(host: str, port: int, count: int, deadline_s: float = 
 async def round_trips(settings: InfraSettings, count: int) -> list[Trip]:
     return [
         await kafka_round_trip(settings.kafka_bootstrap, count),
-        await mqtt_round_trip(settings.host, settings.mqtt_port, count),
+        await mqtt_round_trip(
+            settings.secrets().mqtt(settings.host, settings.mqtt_port, "infra"), count
+        ),
     ]

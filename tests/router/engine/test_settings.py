@@ -90,7 +90,8 @@ def worker_settings(draw: st.DrawFn) -> settings.WorkerSettings:
         "dedupe_max_ids": draw(counts), "commit_interval_s": draw(seconds),
         "drain_timeout_s": draw(seconds), "metrics_host": draw(text),
         "metrics_port": draw(ports), "prometheus_targets": draw(text),
-        "instance": draw(text),
+        "instance": draw(text), "security": draw(st.sampled_from(["on", "off"])),
+        "secrets_dir": draw(text), "mqtt_user": draw(text), "kafka_user": draw(text),
         "log_format": draw(st.sampled_from(["auto", "json", "console"])),
         "log_level": draw(st.sampled_from(["debug", "info", "warning", "error"])),
     }  # fmt: skip

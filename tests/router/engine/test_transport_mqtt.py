@@ -14,12 +14,13 @@ import aiomqtt
 from router.contracts import interconnect
 from router.engine.transports.mqtt import (
     ACK_FLUSH_S,
+    UNADDRESSED,
     CarrierLink,
     Client,
     MqttOutbox,
-    reply_topic,
 )
 from router.support.backoff import Backoff
+from router.support.credentials import MqttAccess
 
 
 def item(i: int, carrier: str) -> interconnect.SubmitItem:
@@ -51,22 +52,26 @@ async def test_submits_are_batched_per_carrier_process_by_its_directory() -> Non
         topic, items, payload = await take_now(outbox)
         batches[topic] = submits(payload)
         assert [(x.id, x.carrier) for x in items] == batches[topic]
+        if topic:
+            assert interconnect.SUBMIT_BATCH.decode(payload).reply_to == (
+                interconnect.reply_topic("w1")
+            )
         outbox.published()
     assert batches == {
         interconnect.host_submit_topic("h1"): [("m1", "gb-ee"), ("m2", "gb-o2")],
-        interconnect.submit_topic("fr-orange"): [("m3", "fr-orange")],
+        UNADDRESSED: [("m3", "fr-orange")],  # no process can take it: sent to nobody
     }
-    assert interconnect.SUBMIT_BATCH.decode(payload).reply_to == reply_topic("w1")
+    assert outbox.unaddressed == 1
 
 
-async def test_a_directory_that_drops_a_carrier_sends_it_to_its_own_topic_again() -> None:
+async def test_a_directory_that_drops_a_carrier_leaves_it_unaddressed() -> None:
     outbox = MqttOutbox("w1")
     outbox.on_directory("h1", ["gb-ee", "gb-o2"])
     outbox.on_directory("h1", ["gb-o2"])
     outbox.submit("gb-ee", item(1, "gb-ee"))
     outbox.flush()
     topic, _, _ = await take_now(outbox)
-    assert topic == interconnect.submit_topic("gb-ee")
+    assert topic == UNADDRESSED
     assert outbox.hosts == {"gb-o2": "h1"}
 
 
@@ -117,6 +122,8 @@ async def test_a_full_ack_batch_is_queued_at_once() -> None:
 
 async def test_a_cut_off_batch_goes_first_again_and_idle_waits_for_it() -> None:
     outbox = MqttOutbox("w1")
+    outbox.on_directory("h1", ["c1"])
+    outbox.on_directory("h2", ["c2"])
     for i in (1, 2):
         outbox.submit(f"c{i}", item(i, f"c{i}"))
     outbox.flush()
@@ -237,7 +244,7 @@ def link_over(
         return pending.pop(0) if pending else FakeClient()
 
     link = CarrierLink(
-        "localhost", 1883, "w1", "routers", outbox, handler,
+        MqttAccess("localhost", 1883), "w1", "routers", outbox, handler,
         on_state=states.append, backoff=backoff or Recording(), connect=connect,
     )  # fmt: skip
     return link, outbox, states
@@ -258,19 +265,23 @@ async def test_the_link_subscribes_publishes_and_the_handler_hears_of_it() -> No
         async with asyncio.timeout(1):
             await link.wait_ready()
         assert client.subscribed == [
-            reply_topic("w1"),
+            "supernet/router/w1/results/+",
             interconnect.dlr_shared_subscription("routers"),
-            interconnect.STATUS_ALL,
             interconnect.DIRECTORY_ALL,
+            interconnect.HOST_STATUS_ALL,
+            interconnect.CARRIER_STATUS_ALL,
         ]
         assert client.pending_calls_threshold > 10
+        outbox.on_directory("h1", ["c1"])
         outbox.submit("c1", item(1, "c1"))
+        outbox.submit("c2", item(2, "c2"))  # no process hosts it: published to nobody
         link.flush()
         async with asyncio.timeout(1):
             await link.wait_idle()
         runner.cancel()
-    assert [t for t, _ in client.published] == [interconnect.submit_topic("c1")]
-    assert handler.calls == [("changed", []), ("published", ["m1"])]
+    assert [t for t, _ in client.published] == [interconnect.host_submit_topic("h1")]
+    # both count as published: c2's submit timeout runs and the message fails over
+    assert sorted(handler.named("published")) == [["m1"], ["m2"]]
     assert states == [True]
 
 
@@ -285,15 +296,16 @@ async def test_incoming_traffic_is_dispatched_and_malformed_payloads_are_counted
         "h1",
         [interconnect.DeliveryReport("m2", "gb-ee", "direct", "delivered", 1, sender="ACME")],
     )
+    results_from_h1 = interconnect.result_topic(interconnect.reply_topic("w1"), "h1")
     feed = [
-        (reply_topic("w1"), interconnect.RESULT_BATCH.encode(result)),
-        (interconnect.host_dlr_topic("h1"), interconnect.REPORT_BATCH.encode(report)),
         (interconnect.directory_topic("h1"),
          interconnect.DIRECTORY.encode(interconnect.HostDirectory("h1", ["gb-ee"]))),
-        (interconnect.status_topic("gb-ee"), interconnect.OFFLINE),
-        (interconnect.status_topic("gb-o2"), b""),  # a cleared retained status
-        (reply_topic("w1"), b"\xc1 not msgpack"),
-        (interconnect.status_topic("gb-o2"), b"sideways"),
+        (results_from_h1, interconnect.RESULT_BATCH.encode(result)),
+        (interconnect.host_dlr_topic("h1"), interconnect.REPORT_BATCH.encode(report)),
+        (interconnect.carrier_status_topic("h1", "gb-ee"), interconnect.OFFLINE),
+        (interconnect.carrier_status_topic("h1", "gb-o2"), b""),  # a cleared retained status
+        (results_from_h1, b"\xc1 not msgpack"),
+        (interconnect.carrier_status_topic("h1", "gb-o2"), b"sideways"),
     ]  # fmt: skip
     for message in feed:
         client.incoming.put_nowait(message)
@@ -303,12 +315,47 @@ async def test_incoming_traffic_is_dispatched_and_malformed_payloads_are_counted
         runner.cancel()
     assert handler.calls == [
         ("changed", []),
+        ("status", ("gb-ee", True)),
+        ("changed", ["gb-ee"]),
         ("results", ("h1", ["m1"])),
         ("reports", ("h1", ["m2"])),
-        ("changed", ["gb-ee"]),
         ("status", ("gb-ee", False)),
     ]
     assert outbox.hosts == {"gb-ee": "h1"}
+
+
+async def test_only_a_carriers_own_process_speaks_for_it() -> None:
+    client = FakeClient()
+    handler = Handler()
+    link, _, _ = link_over([client], handler)
+    directory = interconnect.DIRECTORY.encode(interconnect.HostDirectory("h1", ["gb-ee"]))
+    result = interconnect.SubmitResultBatch(
+        "h1", [interconnect.SubmitResult(id="m1", accepted=True, carrier="gb-ee")]
+    )
+    report = interconnect.DeliveryReportBatch(
+        "h1", [interconnect.DeliveryReport("m2", "gb-ee", "direct", "delivered", 1)]
+    )
+    feed = [
+        (interconnect.directory_topic("h1"), directory),
+        # h2 answers and reports for h1's carrier, and announces it offline: ignored
+        (interconnect.result_topic(interconnect.reply_topic("w1"), "h2"),
+         interconnect.RESULT_BATCH.encode(result)),
+        (interconnect.host_dlr_topic("h2"), interconnect.REPORT_BATCH.encode(report)),
+        (interconnect.carrier_status_topic("h2", "gb-ee"), interconnect.OFFLINE),
+        # h1's own process going away takes its carriers with it
+        (interconnect.host_status_topic("h1"), interconnect.OFFLINE),
+        (interconnect.host_status_topic("h1"), interconnect.ONLINE),
+    ]  # fmt: skip
+    for message in feed:
+        client.incoming.put_nowait(message)
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(link.run())
+        await until(lambda: len(handler.named("status")) == 3)
+        runner.cancel()
+    assert handler.named("status") == [("gb-ee", True), ("gb-ee", False), ("gb-ee", True)]
+    assert handler.named("results") == [("h2", [])]
+    assert handler.named("reports") == [("h2", [])]
+    assert link.foreign == 2
 
 
 async def test_a_batch_cut_off_by_a_lost_connection_is_published_after_reconnecting() -> None:
@@ -317,6 +364,7 @@ async def test_a_batch_cut_off_by_a_lost_connection_is_published_after_reconnect
     handler = Handler()
     backoff = Recording()
     link, outbox, states = link_over([Refused(), Refused(), cut, good], handler, backoff)
+    outbox.on_directory("h1", ["c1"])
     outbox.submit("c1", item(1, "c1"))
     outbox.flush()
     async with asyncio.TaskGroup() as tg:

@@ -10,14 +10,16 @@ import pytest
 
 from router.contracts import interconnect
 from router.engine import kafka, settings
+from router.support.credentials import MqttAccess
 from router.support.infra_settings import InfraSettings
 from router.tools.demo import signals, steps
 from router.tools.demo.config import DemoConfig
 
 
 async def test_only_this_runs_statuses_mark_readiness_and_the_outage() -> None:
-    watch = signals.CarrierWatch("127.0.0.1", 1, "demo-7", "gb-ee")
-    host, carrier = interconnect.host_status_topic("demo-7"), interconnect.status_topic("gb-ee")
+    watch = signals.CarrierWatch(MqttAccess("127.0.0.1", 1), "demo-7", "gb-ee")
+    host = interconnect.host_status_topic("demo-7")
+    carrier = interconnect.carrier_status_topic("demo-7", "gb-ee")
     watch.seen(interconnect.host_status_topic("other"), interconnect.ONLINE, 1)
     watch.seen(host, interconnect.OFFLINE, 2)
     assert not watch.host_online.is_set()

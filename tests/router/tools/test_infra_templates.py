@@ -26,7 +26,11 @@ def test_every_template_is_package_data() -> None:
     ("broker", "template", "fields"),
     [
         (Kafka, "server.properties", {"port": 1, "controller_port": 2, "data_dir": "/d"}),
-        (Mosquitto, "mosquitto.conf", {"port": 1, "log_file": "/l"}),
+        (
+            Mosquitto,
+            "mosquitto.conf",
+            {"port": 1, "log_file": "/l", "security": "allow_anonymous true", "user": "u"},
+        ),
         (Prometheus, "prometheus.yml", {"port": 1, "targets_dir": "/t"}),
     ],
 )
