@@ -242,6 +242,8 @@ class Endpoint:
             country=item.country,
             submitted_ts=item.ts,
             sender=item.sender,
+            quote=item.price,
+            token=item.token,
         )
         return Outcome(result, result_at, report, report_at)
 

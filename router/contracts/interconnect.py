@@ -64,10 +64,13 @@ the router expects from the deck), ``attempt`` (int, 1 for the first carrier tri
 the router resolved it), ``ts`` (int, the router's submit time in ms since the Unix
 epoch), ``sender`` (str, the request's ``from``, possibly empty) and ``ask`` (int, the
 router's number for this ask of the attempt: a timed-out attempt is asked again with the
-same id, and the result's echo of ``ask`` says which ask a rejection answers). The carrier echoes
-``country``, ``ts`` and ``sender`` in the delivery report so that any router can write
-the receipt and feed its health averages (per carrier and country, with the submit-to-report
-latency) from the report alone.
+same id, and the result's echo of ``ask`` says which ask a rejection answers) and
+``token`` (bytes, the router's signature of the attempt: opaque to the carrier). The
+carrier echoes ``country``, ``ts``, ``sender``, ``price`` (as ``quote``) and ``token`` in
+the delivery report, so that any router can check the report answers a submit of the
+fleet to that carrier process (``router.engine.transports.tokens``), and write the
+receipt and feed its health averages (per carrier and country, with the
+submit-to-report latency) from the report alone.
 
 Submit result (carrier -> ``<reply_to>/<host>``), ``SubmitResultBatch``
 --------------------------------------------------------------
@@ -87,10 +90,11 @@ carries all a router needs to write the receipt with no state of its own: ``id``
 ``account``, ``carrier``, ``route`` (``direct`` or ``aggregator``), ``status``
 (``delivered`` or ``undelivered``), ``code`` (int or nil), ``price`` (USD per segment
 billed), ``currency`` (``USD``), ``segments``, ``attempt``, ``encoding``, ``ts`` (report
-time, ms since the Unix epoch), ``country``, ``submitted_ts`` and ``sender`` (echoed
-from the submit). ``resent`` (int, 0 the first time) counts how often the carrier published it again
-because no router acknowledged it. A report may never come (lost, as on real networks);
-one that was published comes again until a router acknowledges it.
+time, ms since the Unix epoch), ``country``, ``submitted_ts``, ``sender``, ``quote`` and
+``token`` (echoed from the submit). ``resent`` (int, 0 the first time) counts how often
+the carrier published it again because no router acknowledged it. A report may never
+come (lost, as on real networks); one that was published comes again until a router
+acknowledges it.
 
 Report acknowledgement (router -> carrier process), ``ReportAckBatch``
 ----------------------------------------------------------------------
@@ -241,6 +245,7 @@ class SubmitItem(msgspec.Struct, frozen=True, omit_defaults=True):
     ts: int = 0
     sender: str = ""  # the request's ``from`` (sender id), passed on as given
     ask: int = 0  # the router's number for this ask; echoed in the result (0: none)
+    token: bytes = b""  # the router's signature of this attempt; echoed in the report
 
 
 class SubmitBatch(msgspec.Struct, frozen=True):
@@ -282,6 +287,8 @@ class DeliveryReport(msgspec.Struct, frozen=True, omit_defaults=True):
     submitted_ts: int = 0
     resent: int = 0
     sender: str = ""  # echoed from the submit
+    quote: float = 0.0  # echoed from the submit's ``price``
+    token: bytes = b""  # echoed from the submit
 
 
 class DeliveryReportBatch(msgspec.Struct, frozen=True):

@@ -156,6 +156,15 @@ class Metrics:
             "Offset commits to Kafka.",
             registry=registry,
         )
+        self.interconnect_refused = Counter(
+            "supernet_interconnect_refused_total",
+            "Carrier traffic dropped, by reason: malformed, foreign (for a carrier its sender "
+            "does not host), forged (a report no router signed for that process), stale (past "
+            "the report horizon), repeat (a report already written: acknowledged again), "
+            "pending (a repeat of a report still being written).",
+            ["reason"],
+            registry=registry,
+        )
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         """``metric.labels(*labels)``, memoised: ``labels()`` takes a lock and builds a

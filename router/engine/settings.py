@@ -79,6 +79,13 @@ class WorkerSettings:
         "seconds a message id is remembered: a repeat gets the original outcome", default=300.0
     )
     dedupe_max_ids: int = _help("message ids remembered per worker, at most", default=200_000)
+    report_horizon_s: float = _help(
+        "seconds after its submit a delivery report is still taken (security on)", default=3600.0
+    )
+    report_memory: int = _help(
+        "delivery reports remembered per worker, so that a repeat is not a second receipt",
+        default=200_000,
+    )
     commit_interval_s: float = _help("seconds between offset commits", default=0.2)
     drain_timeout_s: float = _help("seconds SIGTERM waits for in-flight work", default=20.0)
     metrics_host: str = _help("address of the /metrics endpoint", default="127.0.0.1")
@@ -134,7 +141,7 @@ class WorkerSettings:
     def check(self) -> None:
         positive = ("partitions", "max_in_flight", "submit_timeout_s", "max_attempts",
                     "commit_interval_s", "drain_timeout_s", "hold_limit_s", "dedupe_window_s",
-                    "dedupe_max_ids")  # fmt: skip
+                    "dedupe_max_ids", "report_horizon_s", "report_memory")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0, not {getattr(self, name)}")

@@ -51,6 +51,7 @@ from router.engine.settings import SettingsError, WorkerSettings
 from router.engine.sink import KafkaSink
 from router.engine.transports.base import Transport
 from router.engine.transports.mqtt import CarrierLink, MqttOutbox
+from router.engine.transports.tokens import ReplayGuard, Signer
 from router.support.targets import write_target
 
 log = structlog.get_logger("router.engine.worker")
@@ -129,6 +130,7 @@ class Worker:
         await self._ensure_topics()
         producer = kafka.producer(s.bootstrap, client_id=f"supernet-{s.instance}")
         connected = self.metrics.broker_connected
+        refused = self.metrics.interconnect_refused
         async with contextlib.AsyncExitStack() as stack:
             await producer.start()
             stack.push_async_callback(producer.stop)
@@ -139,8 +141,14 @@ class Worker:
             connected.labels("kafka").set(1)
             # The transport's outbox first, then the pipeline that submits into it, then
             # the connection that publishes the outbox and calls the pipeline back.
-            mqtt = s.secrets().mqtt(s.mqtt_host, s.mqtt_port, s.mqtt_user)
-            outbox = MqttOutbox(mqtt.username or s.instance)
+            secrets = s.secrets()
+            mqtt = secrets.mqtt(s.mqtt_host, s.mqtt_port, s.mqtt_user)
+            guard = (
+                ReplayGuard(Signer(secrets.report_key()), s.report_horizon_s, s.report_memory)
+                if secrets.enabled
+                else None
+            )
+            outbox = MqttOutbox(mqtt.username or s.instance, guard)
             pipeline = Pipeline(
                 router, table.carriers, outbox, sink, self.tracker, self.metrics,
                 submit_timeout_s=s.submit_timeout_s, max_attempts=s.max_attempts,
@@ -150,6 +158,7 @@ class Worker:
             link = CarrierLink(
                 mqtt, s.instance, s.dlr_group, outbox, pipeline,
                 on_state=lambda up: connected.labels("mqtt").set(int(up)),
+                on_refused=lambda reason, n: refused.labels(reason).inc(n),
             )  # fmt: skip
             connected.labels("mqtt").set(0)
             async with asyncio.TaskGroup() as tg:

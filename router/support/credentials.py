@@ -7,7 +7,8 @@ in ``<state dir>/secrets/`` (a 0700 directory; every file in it 0600):
 - ``ca.crt`` / ``ca.key``: the project's certificate authority; both brokers' TLS
   listeners present a certificate it signed, and clients trust only it;
 - ``credentials.toml``: one password per identity, ``[mqtt.<name>]`` (with its ``role``)
-  and ``[kafka.<name>]``.
+  and ``[kafka.<name>]``; and ``[fleet] report_key``, the routers' shared key for signing
+  attempts (``router.engine.transports.tokens``).
 
 Every MQTT connection is its own identity: Mosquitto replaces the client id by the
 username (``use_username_as_clientid``), so no identity can take another's client id,
@@ -20,6 +21,7 @@ same-run baseline) clients connect in plain text, without credentials.
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import ssl
@@ -151,6 +153,20 @@ class Secrets:
             return KafkaAccess(bootstrap)
         password = self.password("kafka", user)
         return KafkaAccess(bootstrap, user, password, self.ca_file)
+
+    def report_key(self) -> bytes:
+        """The fleet's key for signing attempts (``SUPERNET_REPORT_KEY``, base64, wins)."""
+        text = self.environ.get("SUPERNET_REPORT_KEY") or (
+            _read_store(self.store).get("fleet", {}).get("report_key")
+        )
+        if not isinstance(text, str) or not text:
+            raise CredentialsError(
+                f"no fleet report key in {self.store}: `supernet infra up` creates it"
+            )
+        try:
+            return base64.b64decode(text, validate=True)
+        except ValueError:
+            raise CredentialsError("the fleet report key is not base64") from None
 
     def password(self, broker: Broker, user: str) -> str:
         """``user``'s password: from ``SUPERNET_<BROKER>_PASSWORD`` if set, else the store."""

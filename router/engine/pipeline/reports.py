@@ -58,7 +58,9 @@ class Reports(State):
                 attempt=rep.attempt,
                 segments=rep.segments,
                 encoding=rep.encoding,
-                price=rep.price * rep.segments,
+                # the router's own price for the attempt (signed in its submit, with
+                # security on), not the one the report claims
+                price=rep.quote * rep.segments,
                 currency=rep.currency,
             ),
             durable,

@@ -17,7 +17,9 @@ publishes in flight and dispatches incoming traffic to its ``TransportHandler``:
   for a carrier that its sender does not host is dropped and counted (``foreign``);
 - delivery reports of every carrier process through one shared subscription (each report
   reaches one worker of the group); a report for a carrier its sender does not host is
-  dropped and counted too;
+  dropped and counted too, and with security on so is one that answers no attempt the
+  fleet signed for its sender, or repeats one already written
+  (``router.engine.transports.tokens``);
 - carrier processes' retained directories (which carriers each hosts), their own
   statuses (the last-will ``offline`` included) and their carriers' statuses. A carrier
   is online while its process names it, is not ``offline`` and has not announced the
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, TypeVar
@@ -48,6 +51,7 @@ import structlog
 
 from router.contracts import interconnect
 from router.engine.transports.base import TransportHandler
+from router.engine.transports.tokens import ReplayGuard
 from router.support.backoff import Backoff
 from router.support.credentials import MqttAccess
 
@@ -72,8 +76,11 @@ class MqttOutbox:
     the publishers. Called synchronously from the pipeline's callbacks. ``name`` is the
     router's name on the interconnect (its MQTT identity): its reply topics use it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, guard: ReplayGuard | None = None) -> None:
         self.name = name
+        # With security on: signs every submit for the process it goes to, and learns
+        # which reports' receipts are durable (``router.engine.transports.tokens``).
+        self.guard = guard
         self.reply_to = interconnect.reply_topic(name)
         self.unaddressed = 0  # submits for carriers that no directory named
         self.hosts: dict[str, str] = {}  # carrier id -> the process hosting it
@@ -101,6 +108,8 @@ class MqttOutbox:
             topic = UNADDRESSED
         else:
             topic = interconnect.host_submit_topic(host)
+            if self.guard is not None:
+                item = msgspec.structs.replace(item, token=self.guard.signer.sign(host, item))
         buf = self._buffers.get(topic)
         if buf is None:
             buf = self._buffers[topic] = []
@@ -116,6 +125,8 @@ class MqttOutbox:
     def ack_report(self, host: str, carrier: str, message_id: str) -> None:
         """Acknowledge a delivery report to carrier process ``host`` (its receipt is
         durable); published in batches."""
+        if self.guard is not None:
+            self.guard.durable(host, carrier, message_id)
         acks = self._acks.get(host)
         if acks is None:
             acks = self._acks[host] = []
@@ -236,6 +247,7 @@ class CarrierLink:
         handler: TransportHandler,
         *,
         on_state: Callable[[bool], None] | None = None,
+        on_refused: Callable[[str, int], None] | None = None,
         backoff: Backoff | None = None,
         connect: Connect | None = None,
     ) -> None:
@@ -247,11 +259,13 @@ class CarrierLink:
         self.outbox = outbox
         self.handler = handler
         self.on_state = on_state or (lambda up: None)
+        self.on_refused = on_refused or (lambda reason, n: None)  # counted in metrics
         self.backoff = backoff or Backoff(RECONNECT_INITIAL_S, RECONNECT_CAP_S)
         self._connect = connect or self._aiomqtt_client
         self._ready = asyncio.Event()  # connected and subscribed
         self.malformed = 0
         self.foreign = 0  # results and reports for carriers their sender does not host
+        self.refused: dict[str, int] = {}  # reports refused by the guard, by verdict
         self.connections = 0  # sessions that came up (subscribed)
         # What the carrier processes announced, and the status the handler last heard.
         self._host_online: dict[str, bool] = {}
@@ -364,7 +378,10 @@ class CarrierLink:
                 host = interconnect.host_of(topic)
                 db = interconnect.REPORT_BATCH.decode(payload)
                 # acks go to the process that sent the batch: the topic names it
-                handler.on_reports(host, self._hosted_by(host, db.reports))
+                reports = self._hosted_by(host, db.reports)
+                if self.outbox.guard is not None:
+                    reports = self._admitted(host, reports)
+                handler.on_reports(host, reports)
             elif topic.endswith("/carriers"):
                 host = interconnect.host_of(topic)
                 carriers = interconnect.DIRECTORY.decode(payload).carriers if payload else []
@@ -387,6 +404,7 @@ class CarrierLink:
         except (msgspec.DecodeError, ValueError) as e:
             # A malformed payload from the interconnect is logged and counted, never fatal.
             self.malformed += 1
+            self.on_refused("malformed", 1)
             log.warning("malformed interconnect payload", topic=topic[:200], error=str(e))
 
     def _hosted_by(self, host: str, items: Sequence[_FromCarrier]) -> Sequence[_FromCarrier]:
@@ -396,8 +414,32 @@ class CarrierLink:
             return items
         kept = [item for item in items if hosts.get(item.carrier) == host]
         self.foreign += len(items) - len(kept)
+        self.on_refused("foreign", len(items) - len(kept))
         log.warning("results or reports for carriers their sender does not host, dropped",
                     host=host, dropped=len(items) - len(kept))  # fmt: skip
+        return kept
+
+    def _admitted(
+        self, host: str, reports: Sequence[interconnect.DeliveryReport]
+    ) -> list[interconnect.DeliveryReport]:
+        """The reports that answer a signed attempt and are not repeats; a repeat of a
+        report whose receipt is durable is acknowledged again, the rest are counted."""
+        guard = self.outbox.guard
+        assert guard is not None
+        now_ms = time.time_ns() // 1_000_000
+        kept = []
+        for rep in reports:
+            verdict = guard.admit(host, rep, now_ms)
+            if verdict == "new":
+                kept.append(rep)
+                continue
+            self.refused[verdict] = self.refused.get(verdict, 0) + 1
+            self.on_refused(verdict, 1)
+            if verdict == "repeat":
+                self.outbox.ack_report(host, rep.carrier, rep.id)
+            elif verdict != "pending":
+                log.warning("delivery report refused", reason=verdict, host=host,
+                            carrier=rep.carrier[:64], id=rep.id[:64])  # fmt: skip
         return kept
 
     def _statuses_changed(self, carriers: Sequence[str]) -> None:

@@ -6,7 +6,8 @@ creates, in ``<state dir>/secrets/`` (0700; every file 0600):
 - a project CA (``ca.crt``, ``ca.key``: EC P-256, ten years) and, signed by it, one
   certificate per broker for 127.0.0.1, ::1 and localhost (issued again when missing,
   signed by another CA, or within 30 days of its end);
-- ``credentials.toml``: a random password for every MQTT identity and Kafka user.
+- ``credentials.toml``: a random password for every MQTT identity and Kafka user, and the
+  fleet's key for signing attempts (``report_key``, 32 random bytes).
 
 MQTT identities have roles (``ROLES``); each connection is its own identity (Mosquitto
 makes the username the client id), so ``DEFAULT_IDENTITIES`` provisions a few of each,
@@ -25,6 +26,7 @@ directories and statuses; an admin may do anything.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import os
@@ -212,6 +214,7 @@ class Store:
         self.path = path
         self.mqtt: dict[str, tuple[str, str]] = {}  # name -> (role, password)
         self.kafka: dict[str, str] = {}  # user -> password
+        self.report_key = ""  # base64: the fleet's key for signing attempts
         if path.exists():
             import tomllib
 
@@ -220,6 +223,7 @@ class Store:
                 self.mqtt[name] = (str(entry["role"]), str(entry["password"]))
             for name, entry in data.get("kafka", {}).items():
                 self.kafka[name] = str(entry["password"])
+            self.report_key = str(data.get("fleet", {}).get("report_key", ""))
 
     def add_mqtt(self, role: str, names: Iterable[str]) -> list[str]:
         """Provision ``names`` with ``role`` (those not there yet); the names added."""
@@ -257,6 +261,8 @@ class Store:
             lines += [f'[mqtt."{name}"]', f'role = "{role}"', f'password = "{password}"', ""]
         for user, password in sorted(self.kafka.items()):
             lines += [f'[kafka."{user}"]', f'password = "{password}"', ""]
+        if self.report_key:
+            lines += ["[fleet]", f'report_key = "{self.report_key}"', ""]
         write_private(self.path, "\n".join(lines).encode())
 
 
@@ -344,6 +350,9 @@ def prepare(settings: InfraSettings) -> Store:
     for role, names in DEFAULT_IDENTITIES.items():
         changed |= bool(store.add_mqtt(role, names))
     changed |= bool(store.add_kafka(KAFKA_USERS))
+    if not store.report_key:
+        store.report_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        changed = True
     if changed or not store.path.exists():
         store.save()
     return store

@@ -38,7 +38,8 @@ def report(carrier: str, status: str, **fields: Any) -> interconnect.DeliveryRep
         "status": status,
         "ts": 1_750_000_005_000,
         "account": "acme",
-        "price": 0.0123,
+        "price": 0.5,  # what the carrier claims: the receipt takes the router's quote
+        "quote": 0.0123,
         "segments": 3,
         "attempt": 2,
         "encoding": "UCS-2",

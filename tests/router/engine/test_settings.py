@@ -88,6 +88,7 @@ def worker_settings(draw: st.DrawFn) -> settings.WorkerSettings:
         "max_in_flight": draw(counts), "submit_timeout_s": draw(seconds),
         "max_attempts": draw(st.integers(1, 20)), "hold_limit_s": draw(seconds),
         "dedupe_max_ids": draw(counts), "commit_interval_s": draw(seconds),
+        "report_horizon_s": draw(seconds), "report_memory": draw(counts),
         "drain_timeout_s": draw(seconds), "metrics_host": draw(text),
         "metrics_port": draw(ports), "prometheus_targets": draw(text),
         "instance": draw(text), "security": draw(st.sampled_from(["on", "off"])),

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiomqtt
+import msgspec
 
 from router.contracts import interconnect
 from router.engine.transports.mqtt import (
@@ -19,6 +21,7 @@ from router.engine.transports.mqtt import (
     Client,
     MqttOutbox,
 )
+from router.engine.transports.tokens import ReplayGuard, Signer
 from router.support.backoff import Backoff
 from router.support.credentials import MqttAccess
 
@@ -234,9 +237,12 @@ class Recording(Backoff):
 
 
 def link_over(
-    sessions: list[FakeClient | Refused], handler: Handler, backoff: Backoff | None = None
+    sessions: list[FakeClient | Refused],
+    handler: Handler,
+    backoff: Backoff | None = None,
+    guard: ReplayGuard | None = None,
 ) -> tuple[CarrierLink, MqttOutbox, list[bool]]:
-    outbox = MqttOutbox("w1")
+    outbox = MqttOutbox("w1", guard)
     states: list[bool] = []
     pending = list(sessions)
 
@@ -395,3 +401,49 @@ async def test_reconnect_delays_climb_to_the_cap_while_the_broker_stays_away() -
         runner.cancel()
     assert backoff.given == [0.001, 0.002, 0.004, 0.004, 0.004, 0.004]
     assert handler.calls == [("changed", [])]
+
+
+async def test_with_security_only_reports_of_signed_attempts_pass_and_only_once() -> None:
+    client = FakeClient()
+    handler = Handler()
+    guard = ReplayGuard(Signer(b"k" * 32), horizon_s=3600.0, capacity=100)
+    link, outbox, _ = link_over([client], handler, guard=guard)
+    outbox.on_directory("h1", ["gb-ee"])
+    now_ms = time.time_ns() // 1_000_000
+    outbox.submit("gb-ee", msgspec.structs.replace(item(1, "gb-ee"), ts=now_ms, price=0.01))
+    outbox.flush()
+    _, _, payload = await take_now(outbox)
+    outbox.published()
+    sent = interconnect.SUBMIT_BATCH.decode(payload).items[0]
+    assert sent.token  # signed for h1 on its way out
+    genuine = interconnect.DeliveryReport(
+        sent.id, sent.carrier, "direct", "delivered", now_ms, attempt=sent.attempt,
+        submitted_ts=sent.ts, quote=sent.price, token=sent.token,
+    )  # fmt: skip
+    forged = msgspec.structs.replace(genuine, id="m9")  # an id no router submitted
+    altered = msgspec.structs.replace(genuine, quote=0.0)  # a cheaper price
+    dlr = interconnect.host_dlr_topic("h1")
+
+    def batch(*reports: interconnect.DeliveryReport) -> tuple[str, bytes]:
+        return dlr, interconnect.REPORT_BATCH.encode(
+            interconnect.DeliveryReportBatch("h1", list(reports))
+        )
+
+    client.incoming.put_nowait(
+        (interconnect.directory_topic("h1"),
+         interconnect.DIRECTORY.encode(interconnect.HostDirectory("h1", ["gb-ee"])))
+    )  # fmt: skip
+    client.incoming.put_nowait(batch(genuine, forged, altered))
+    client.incoming.put_nowait(batch(genuine))  # a repeat before the receipt is durable
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(link.run())
+        await until(lambda: len(handler.named("reports")) == 2)
+        outbox.ack_report("h1", "gb-ee", "m1")  # the pipeline: the receipt is durable
+        ack_topic = interconnect.host_dlr_ack_topic("h1")
+        await until(lambda: [t for t, _ in client.published].count(ack_topic) == 1)
+        client.incoming.put_nowait(batch(msgspec.structs.replace(genuine, resent=1)))
+        # the repeat is acknowledged again, not written
+        await until(lambda: [t for t, _ in client.published].count(ack_topic) == 2)
+        runner.cancel()
+    assert handler.named("reports") == [("h1", ["m1"]), ("h1", []), ("h1", [])]
+    assert link.refused == {"forged": 2, "pending": 1, "repeat": 1}
