@@ -1,7 +1,9 @@
 """The chaos benchmark's hostile mix: kinds of bad input a foreign client may send, each
 with the outcome the engine owes it (a dead letter with its reason, a `failed` receipt
 with its code, or `sent`), and `kcat_produce`, which sends them with kcat (librdkafka),
-a client that is not supernet's."""
+a client that is not supernet's: with security on, as the Kafka user ``producer`` over
+SASL_SSL with PLAIN (Debian 12's kcat, librdkafka 2.0.2, cannot do SCRAM with Kafka 4;
+``kcat_options``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from router.support.credentials import KafkaAccess
 
 Outcome = Literal["dead", "failed", "sent"]
 
@@ -296,12 +300,30 @@ KEY_DELIM = "\x1f"
 RECORD_DELIM = "\x1e<chaos-record>\x1e"
 
 
+def kcat_options(access: KafkaAccess) -> list[str]:
+    """kcat's flags to connect as ``access``: the bootstrap, and with security on the user
+    and password over SASL PLAIN on TLS, trusting only the project CA."""
+    argv = ["-b", access.bootstrap]
+    if access.secure:
+        options = {
+            "security.protocol": "SASL_SSL" if access.ca_file is not None else "SASL_PLAINTEXT",
+            "sasl.mechanisms": "PLAIN",
+            "sasl.username": access.username,
+            "sasl.password": access.password,
+        }
+        if access.ca_file is not None:
+            options["ssl.ca.location"] = str(access.ca_file)
+        argv += [arg for k, v in options.items() for arg in ("-X", f"{k}={v}")]
+    return argv
+
+
 async def kcat_produce(
-    bootstrap: str, topic: str, records: Sequence[Hostile], scratch: Path,
+    access: KafkaAccess, topic: str, records: Sequence[Hostile], scratch: Path,
     running: set[asyncio.subprocess.Process],
 ) -> None:  # fmt: skip
-    """Produce with kcat (librdkafka), a client that is not supernet's: one invocation for
-    the records with a value, one with -Z for those whose value is null."""
+    """Produce with kcat (librdkafka), a client that is not supernet's, as ``access`` (the
+    ``producer`` user, granted the topic): one invocation for the records with a value, one
+    with -Z for those whose value is null."""
     kcat = shutil.which("kcat")
     if kcat is None:
         raise RuntimeError("kcat is not installed: run deploy/bootstrap.sh")
@@ -316,7 +338,7 @@ async def kcat_produce(
         path = scratch / f"kcat-{secrets.token_hex(4)}.bin"
         data = b"".join(h.key + KEY_DELIM.encode() + (h.value or b"") + delim for h in batch)
         await asyncio.to_thread(_write, path, data)
-        argv = [kcat, "-P", "-q", "-b", bootstrap, "-t", topic, "-K", KEY_DELIM, "-D",
+        argv = [kcat, "-P", "-q", *kcat_options(access), "-t", topic, "-K", KEY_DELIM, "-D",
                 RECORD_DELIM, "-X", "message.max.bytes=10000000", "-l", str(path)]  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
             *argv, *(["-Z"] if nulls else []), stdout=asyncio.subprocess.DEVNULL,

@@ -1,7 +1,12 @@
 """One chaos scenario, start to end: fresh topics, the carriers (with their journal), a
 fleet of workers and the load; the scenario's fault during the load; then settling,
 stopping, reading the topics back and the figures. ``run_scenario`` returns what the
-JSON keeps of it."""
+JSON keeps of it.
+
+On Kafka (security on) the scenario's topics are created as ``admin`` and granted for the
+scenario (revoked after it): the fleet runs as ``fleet``, `supernet load`, the repeats and
+the hostile kcat as ``producer`` (the load reads receipts as ``receipts``); the reader of
+the topics and the readiness watch are ``admin``."""
 
 from __future__ import annotations
 
@@ -42,17 +47,24 @@ from benchmarks._harness import (
     flags_of,
     fleet_mqtt_args,
     fleet_workers,
+    grant,
+    infra_env,
     infra_up,
+    kafka_admin,
+    kafka_user,
     observer,
+    revoke,
     supernet,
     until_idle,
 )
 from router.contracts import wire
 from router.engine import kafka
+from router.support.credentials import KafkaAccess
 from router.support.infra_settings import InfraSettings
 from router.support.procs import Child
 from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.infra.brokers import BROKERS
+from router.tools.infra.kafka_acls import Pipeline
 from router.tools.load.mix import Mix
 from router.tools.load.numbers import NumberPlan
 from router.tools.load.traffic import Traffic
@@ -79,8 +91,8 @@ def numbers_of(plan: NumberPlan, count: int, seed: int) -> tuple[str, ...]:
 
 
 async def produce_repeats(
-    bootstrap: str, topic: str, plan: NumberPlan, tag: str, ids: int, window: tuple[float, float],
-    seed: int,
+    access: KafkaAccess, topic: str, plan: NumberPlan, tag: str, ids: int,
+    window: tuple[float, float], seed: int,
 ) -> list[str]:  # fmt: skip
     """``ids`` requests, each produced three times 0.5-5 s apart (the same bytes, as a
     producer retrying), first sends spread over ``window`` (monotonic s); their ids."""
@@ -96,7 +108,7 @@ async def produce_repeats(
     requests = [traffic.next() for _ in range(ids)]
     encoded: dict[int, bytes] = {}
     partitions = 0
-    producer = kafka.producer(bootstrap)
+    producer = kafka.producer(access)
     await producer.start()
     try:
         partitions = len(await producer.partitions_for(topic))
@@ -215,14 +227,14 @@ async def run_faults(
         chunks = max(1, int((a.duration - 5) / 2))
         for c in range(chunks):
             await _sleep_until(t0 + 2 + c * (a.duration - 5) / chunks)
-            await kcat_produce(run.infra.kafka_bootstrap, topic, records[c::chunks], scratch,
-                               running)  # fmt: skip
+            await kcat_produce(kafka_user(run.infra, "producer"), topic, records[c::chunks],
+                               scratch, running)  # fmt: skip
         console.print(f"  kcat produced {len(records):,} hostile records of "
                       f"{len({h.kind for h in records})} kinds")  # fmt: skip
     elif name == "repeats":
         start = time.monotonic() + max(0.0, t0 - time.time())
         extra["repeat_ids"] = await produce_repeats(
-            run.infra.kafka_bootstrap, topic, run.plan, f"r{secrets.token_hex(3)}",
+            kafka_user(run.infra, "producer"), topic, run.plan, f"r{secrets.token_hex(3)}",
             a.repeat_ids, (start + 2, start + max(3.0, a.duration - 12)), a.seed,
         )  # fmt: skip
         console.print(f"  produced {a.repeat_ids:,} ids three times each")
@@ -230,7 +242,7 @@ async def run_faults(
 
 async def keep_loading(
     procs: Procs, first: Child, argv: Callable[[int, float], list[str]],
-    obs: Observed, duration: float,
+    obs: Observed, duration: float, env: dict[str, str],
 ) -> list[int]:  # fmt: skip
     """Wait for the load; if it dies (no summary: e.g. its producer gave up during a Kafka
     outage) with more than 2 s of the run left, start another for the rest, as a client
@@ -246,7 +258,7 @@ async def keep_loading(
             return codes
         console.print(f"  load exited ({codes[-1]}) with {left:.0f} s to go: starting another")
         await asyncio.sleep(2)
-        proc = procs.start("load", argv(len(codes), max(1.0, left - 2)))
+        proc = procs.start("load", argv(len(codes), max(1.0, left - 2)), env)
 
 
 @dataclass
@@ -275,6 +287,13 @@ class Scene:
         logs = run.logs / name
         obs = Observed(topics["requests"], topics["receipts"], topics["dead-letter"])
         return cls(name, run, tag, logs, Procs(logs), obs, topics)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The scenario's topics and the fleet's group, as granted."""
+        t = self.topics
+        return Pipeline(t["requests"], t["receipts"], t["dead-letter"], t["attempts"],
+                        f"chaos-{self.tag}")  # fmt: skip
 
     @property
     def host_id(self) -> str:
@@ -312,11 +331,13 @@ class Scene:
         return supernet(*fleet)
 
     def load_argv(self, n: int, seconds: float) -> list[str]:
-        """The ``n``-th load process's command, for ``seconds`` of load."""
+        """The ``n``-th load process's command, for ``seconds`` of load: as the users
+        ``producer`` and ``receipts`` (the store of ``load_env``), on the topics made here."""
         a, s, topics, tag = self.run.args, self.run.infra, self.topics, self.tag
         return supernet(
             "load", "--rate", str(a.rate), "--duration", f"{seconds:.1f}", "--network",
-            str(self.run.network), "--bootstrap", s.kafka_bootstrap, "--requests-topic",
+            str(self.run.network), "--bootstrap", s.kafka_bootstrap, "--producer-user",
+            "producer", "--receipts-user", "receipts", "--no-create-topics", "--requests-topic",
             topics["requests"], "--receipts-topic", topics["receipts"], "--wait-s", "1",
             "--no-progress", "--id-prefix", f"{tag}-{n}-", "--seed", str(a.seed + n),
             "--json", str(self.logs / f"load-{n}.json"),
@@ -330,10 +351,11 @@ async def run_scenario(name: str, run: Run) -> dict[str, Any]:
     began = time.monotonic()
     await asyncio.to_thread(infra_up, s, ["kafka", "mosquitto"])  # back if a fault left it down
     await kafka.ensure_topics(
-        s.kafka_bootstrap,
+        kafka_admin(s),
         [kafka.TopicSpec(scene.topics[t], a.partitions)
          for t in ("requests", "receipts", "dead-letter")],
     )  # fmt: skip
+    await grant(s, scene.pipeline)
     carriers, fleet = scene.carriers_argv(), scene.fleet_argv()
     console.print(f"[bold]{name}[/]: {a.duration:g} s at {a.rate:g}/s, topics chaos.{scene.tag}.*")
     try:
@@ -343,9 +365,7 @@ async def run_scenario(name: str, run: Run) -> dict[str, Any]:
             procs.start("fleet", fleet)
             await procs.ready("carriers", watch.host_online.wait())
         # Ready when the fleet's consumer group is stable with every worker in it.
-        group_ready = fleet_ready(
-            s.kafka_bootstrap, f"chaos-{scene.tag}", f"c{scene.tag}", a.workers
-        )
+        group_ready = fleet_ready(kafka_admin(s), f"chaos-{scene.tag}", f"c{scene.tag}", a.workers)
         await procs.ready("fleet", group_ready, limit_s=120)
         await _load_and_settle(scene)
     finally:
@@ -353,6 +373,10 @@ async def run_scenario(name: str, run: Run) -> dict[str, Any]:
             if proc.returncode is None:
                 proc.kill()
         await asyncio.to_thread(procs.stop)
+        try:
+            await revoke(s, scene.pipeline)
+        except Exception as e:  # e.g. Kafka left down by a fault: the run's figures stand
+            run.notes.append(f"{name}: its Kafka grants were not revoked: {e!r}"[:300])
     return _result(scene, began)
 
 
@@ -363,16 +387,19 @@ async def _load_and_settle(scene: Scene) -> None:
     a, s = run.args, run.infra
     stop = asyncio.Event()
     read = {topics[t]: a.partitions for t in ("requests", "receipts", "dead-letter")}
-    async with TopicReader(s.kafka_bootstrap, read, obs.on_record) as reader:
+    async with TopicReader(kafka_admin(s), read, obs.on_record) as reader:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(reader.follow(stop))
             try:
-                load_proc = procs.start("load", scene.load_argv(0, a.duration))
+                # `supernet load` finds its users' passwords in the store of these brokers
+                env = infra_env(s)
+                load_proc = procs.start("load", scene.load_argv(0, a.duration), env)
                 fault = tg.create_task(
                     run_faults(name, run, procs, obs, scene.faults, topics["requests"],
                                scene.logs, scene.running, scene.extra, scene.host_id)
                 )  # fmt: skip
-                scene.loads = await keep_loading(procs, load_proc, scene.load_argv, obs, a.duration)
+                scene.loads = await keep_loading(procs, load_proc, scene.load_argv, obs,
+                                                 a.duration, env)  # fmt: skip
                 await fault
                 await _settle(scene)
                 await reader.quiet(4, a.settle_s)

@@ -1,8 +1,14 @@
 """What the whole-engine benchmarks (e2e.py, chaos.py) share: child processes known by
 pid and stopped by pid (``router.support.procs``), the project root, the `supernet`
 command line, the seed-1 network, the flags a command offers today, the project's brokers
-on a benchmark's own ports, the MQTT identities of the processes a benchmark starts, and
-a reader that follows Kafka topics from their beginning.
+on a benchmark's own ports, the MQTT identities of the processes a benchmark starts, the
+Kafka users and grants of its topics, and a reader that follows Kafka topics from their
+beginning.
+
+Kafka, with security on: the benchmark itself is the operator (``kafka_admin``: creating
+topics, reading them back, watching groups); the processes it measures run as their real
+users (workers and the passthrough as ``fleet``, the load generator as ``producer`` and
+``receipts``), on topics a benchmark grants them (``grant``) and revokes at the end.
 
 Run as scripts, the benchmarks put the project root on ``sys.path`` first, so that
 ``benchmarks._harness`` imports the same way from a script and from the tests.
@@ -26,10 +32,11 @@ from rich.console import Console
 
 from carriers import generator
 from router.engine import kafka
-from router.support.credentials import MqttAccess
+from router.support.credentials import KafkaAccess, MqttAccess
 from router.support.infra_settings import InfraSettings
 from router.support.procs import Child, ChildExited, ready_or_exited
-from router.tools.infra import credentials
+from router.tools.infra import credentials, kafka_acls
+from router.tools.infra.kafka_acls import Pipeline
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]  # the project's checkout: benchmarks run from one
@@ -213,6 +220,33 @@ def observer(settings: InfraSettings, name: str) -> MqttAccess:
     return settings.secrets().mqtt(settings.host, settings.mqtt_port, name)
 
 
+# -- Kafka users and grants ----------------------------------------------------------------
+
+
+def kafka_admin(settings: InfraSettings) -> KafkaAccess:
+    """The Kafka of ``settings`` as ``admin``: the benchmark's own clients."""
+    return settings.secrets().kafka(settings.kafka_bootstrap, "admin")
+
+
+def kafka_user(settings: InfraSettings, user: str) -> KafkaAccess:
+    """The Kafka of ``settings`` as SCRAM user ``user`` (``fleet``, ``producer``,
+    ``receipts``); plain text without credentials with security off."""
+    return settings.secrets().kafka(settings.kafka_bootstrap, user)
+
+
+async def grant(settings: InfraSettings, pipeline: Pipeline) -> None:
+    """With security on, grant ``pipeline``'s ACLs (``kafka_acls.grant``): its fleet,
+    producer and receipt readers may then use its topics."""
+    if settings.security:
+        await kafka_acls.grant(kafka_admin(settings), pipeline)
+
+
+async def revoke(settings: InfraSettings, pipeline: Pipeline) -> None:
+    """Take back what ``grant`` gave (the brokers' ACL list does not grow run by run)."""
+    if settings.security:
+        await kafka_acls.revoke(kafka_admin(settings), pipeline)
+
+
 @dataclass(frozen=True, slots=True)
 class Rec:
     """One Kafka record as read back."""
@@ -227,16 +261,17 @@ class Rec:
 
 
 class TopicReader:
-    """Follows every partition of some topics from offset 0 without a consumer group,
-    handing each record to ``on_record``; survives a broker that goes away and returns."""
+    """Follows every partition of some topics from offset 0 without a consumer group (as
+    ``access``, e.g. ``kafka_admin``), handing each record to ``on_record``; survives a
+    broker that goes away and returns."""
 
     def __init__(
-        self, bootstrap: str, topics: dict[str, int], on_record: Callable[[Rec], None]
+        self, access: KafkaAccess, topics: dict[str, int], on_record: Callable[[Rec], None]
     ) -> None:
-        self.bootstrap = bootstrap
+        self.access = access
         self.tps = [kafka.TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
         self.on_record = on_record
-        self.consumer = kafka.consumer(bootstrap, None)
+        self.consumer = kafka.consumer(access, None)
         self.records = 0
         self.arrived = asyncio.Event()  # set on every batch of records
         self.errors = 0

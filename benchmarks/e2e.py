@@ -14,11 +14,20 @@ The brokers are the project's own (`supernet infra`), on their own ports and sta
 directory (.supernet/bench) so that a demo or the tests are never touched; they are
 started if needed and stopped at the end if this run started them. They run secured
 (TLS, authentication, ACLs): the carriers connect as the MQTT identity `bench`, fleet
-slot i as `b<tag>-w<i>`, the readiness watch as `bench-observer` (provisioned here).
+slot i as `b<tag>-w<i>`, the readiness watch as `bench-observer` (provisioned here); on
+Kafka the workers and the passthrough are the user `fleet`, the load generator
+`producer` and `receipts`, on topics granted for the run (and revoked after it), and the
+benchmark's own clients `admin`.
+
+--compare-security measures what security costs, in the same run: the 1-worker ceiling
+and routed sweeps on the secured brokers, then again on a second set that runs with
+security off (SUPERNET_SECURITY=off: plain text, no authentication, no ACLs; state in
+.supernet/bench/infra-open, other ports), and the ratio of saturations, on / off.
 
     .venv/bin/python benchmarks/e2e.py                 # about 5 to 8 minutes
     .venv/bin/python benchmarks/e2e.py --quick         # fewer, shorter steps
     .venv/bin/python benchmarks/e2e.py --json out/e2e.json --profile out/e2e-profile
+    .venv/bin/python benchmarks/e2e.py --workers 1 --compare-security
 """
 
 from __future__ import annotations
@@ -48,13 +57,19 @@ from benchmarks._harness import (
     children,
     console,
     fleet_mqtt_args,
+    grant,
+    kafka_admin,
+    kafka_user,
     network_dir,
     observer,
+    revoke,
+    security_args,
     supernet,
 )
 from router.support.infra_settings import InfraSettings
 from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.infra import lifecycle as infra
+from router.tools.infra.kafka_acls import Pipeline
 from router.tools.load.mix import Mix
 from router.tools.load.numbers import NumberPlan, build_plan
 from router.tools.load.pace import Pacer
@@ -69,6 +84,16 @@ BENCH_INFRA = InfraSettings(
     mqtt_port=31883,
     prometheus_port=39090,
     state_dir=BENCH_DIR / "infra",
+)
+# The same-run baseline of --compare-security: brokers without TLS, authentication or ACLs.
+OPEN_INFRA = dataclasses.replace(
+    BENCH_INFRA,
+    kafka_port=39192,
+    kafka_controller_port=39193,
+    mqtt_port=31884,
+    prometheus_port=39190,
+    state_dir=BENCH_DIR / "infra-open",
+    security=False,
 )
 SATURATED = 0.9  # achieved below this share of offered: the system is saturated
 
@@ -91,6 +116,8 @@ class Result:
     steps: list[Step]
     saturation: float
     half: Step | None
+    security: str = "on"  # the brokers': "on" (TLS, authentication, ACLs) or "off"
+    security_ratio: float | None = None  # --compare-security: saturation on / off
 
 
 async def step(
@@ -99,7 +126,9 @@ async def step(
 ) -> Step:  # fmt: skip
     traffic = Traffic(plan, Mix(), seed, f"b{secrets.token_hex(3)}-")
     config = LoadConfig(
-        bootstrap=infra_s.kafka_bootstrap,
+        producer=kafka_user(infra_s, "producer"),
+        receipts=kafka_user(infra_s, "receipts"),
+        admin=kafka_admin(infra_s),  # creates the topics a passthrough did not
         requests_topic=topics[0],
         receipts_topic=topics[1],
         wait_s=max(10.0, seconds),
@@ -134,6 +163,9 @@ async def sweep(
             break
         rate = min(args.max_rate, rate * args.factor)
     saturation = max(s.achieved for s in steps)
+    if saturation <= 0:
+        console.print(f"  [red]{label}: no outcome at all: no latency step[/]")
+        return steps, saturation, None
     await asyncio.sleep(2)  # let a saturated system drain before the latency step
     half = await step(infra_s, topics, plan, saturation / 2, args.step_s, args.seed + 100)
     console.print(
@@ -155,14 +187,62 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
     )  # fmt: skip
 
 
-async def run(args: argparse.Namespace) -> list[Result]:
-    infra_s = InfraSettings.from_env() if args.use_env_infra else BENCH_INFRA
+async def consuming(procs: Procs, name: str, workers: int, limit_s: float = 90) -> None:
+    """Until the fleet ``name`` logged "partitions assigned" for each of its ``workers``
+    (noted, not fatal, if ``limit_s`` passes)."""
+    began = time.monotonic()
+    while procs.log(name).count('"event": "partitions assigned"') < workers:
+        if time.monotonic() - began > limit_s:
+            console.print(f"[yellow]{name}: not every worker has its partitions yet[/]")
+            return
+        await asyncio.sleep(0.2)
+    waited = time.monotonic() - began
+    if waited > 2:
+        console.print(f"[yellow]{name}: its workers took {waited:.0f} s more to take their "
+                      "partitions (restoring their attempts logs)[/]")  # fmt: skip
+
+
+async def ceiling(
+    args: argparse.Namespace, infra_s: InfraSettings, procs: Procs, plan: NumberPlan,
+    workers: int, tag: str, granted: list[Pipeline],
+) -> Result:  # fmt: skip
+    """The ceiling: the same messages through a passthrough, one process per worker (as the
+    Kafka user ``fleet``, like a worker), on topics granted here (and added to ``granted``)."""
+    topics = (f"bench.{tag}.ceiling.requests", f"bench.{tag}.ceiling.receipts")
+    pipeline = Pipeline(*topics, f"{topics[1]}.dead-letter", group=f"bench-{tag}-ceiling")
+    await grant(infra_s, pipeline)
+    granted.append(pipeline)
+    names = set()
+    for i in range(workers):
+        name = f"passthrough-{workers}-{i}"
+        names.add(name)
+        procs.start(
+            name,
+            [sys.executable, str(Path(__file__).with_name("passthrough.py")),
+             infra_s.kafka_bootstrap, *topics, pipeline.group, *security_args(infra_s)],
+        )  # fmt: skip
+    await asyncio.sleep(3)
+    console.print(f"[bold]ceiling, {workers} passthrough process(es)[/]")
+    try:
+        steps, sat, half = await sweep("ceiling", infra_s, topics, plan, args)
+    finally:
+        procs.stop(names)
+    return Result("ceiling", workers, steps, sat, half, "on" if infra_s.security else "off")
+
+
+async def run(args: argparse.Namespace, infra_s: InfraSettings, workers_list: list[int]
+              ) -> list[Result]:  # fmt: skip
+    """The sweeps for each of ``workers_list`` on the brokers of ``infra_s``."""
+    security = "on" if infra_s.security else "off"
+    console.print(f"[bold]brokers {infra_s.kafka_bootstrap}, {infra_s.mqtt_url}: "
+                  f"security {security}[/]")  # fmt: skip
     network = network_dir(BENCH_DIR, args.network)
     console.print(f"network {network}; building the traffic plan")
     plan = build_plan(network, args.seed)
-    logs = BENCH_DIR / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    logs = BENCH_DIR / "logs" / (time.strftime("%Y%m%d-%H%M%S") + f"-security-{security}")
     procs = Procs(logs)
     results: list[Result] = []
+    granted: list[Pipeline] = []
     env_args = [
         "--bootstrap", infra_s.kafka_bootstrap, "--network", str(network),
         "--log-format", "json", "--log-level", "info",
@@ -184,28 +264,18 @@ async def run(args: argparse.Namespace) -> list[Result]:
         async with CarrierWatch(watcher, "bench") as watch:
             procs.start("carriers", supernet("carriers", *carrier_args))
             await procs.ready("carriers", watch.host_online.wait())
-        for workers in args.workers:
+        for workers in workers_list:
             tag = secrets.token_hex(3)
-            # The ceiling: the same messages through a passthrough, one process per worker.
-            topics = (f"bench.{tag}.ceiling.requests", f"bench.{tag}.ceiling.receipts")
-            names = set()
-            for i in range(0 if args.routed_only else workers):
-                name = f"passthrough-{workers}-{i}"
-                names.add(name)
-                procs.start(
-                    name,
-                    [sys.executable, str(Path(__file__).with_name("passthrough.py")),
-                     infra_s.kafka_bootstrap, *topics, f"bench-{tag}-ceiling"],
+            if not args.routed_only:
+                results.append(
+                    await ceiling(args, infra_s, procs, plan, workers, tag, granted)
                 )  # fmt: skip
-            if names:
-                await asyncio.sleep(3)
-                console.print(f"[bold]ceiling, {workers} passthrough process(es)[/]")
-                steps, sat, half = await sweep("ceiling", infra_s, topics, plan, args)
-                results.append(Result("ceiling", workers, steps, sat, half))
-                procs.stop(names)
 
             # The engine: the same traffic through a fleet of workers and the carriers.
             topics = (f"bench.{tag}.routed.requests", f"bench.{tag}.routed.receipts")
+            routed = Pipeline(*topics, f"bench.{tag}.dead-letter", group=f"bench-{tag}")
+            await grant(infra_s, routed)
+            granted.append(routed)
             fleet = f"fleet-{workers}"
             proc = procs.start(
                 fleet,
@@ -217,8 +287,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
                          "--metrics-port", str(args.metrics_port), "--instance", f"b{tag}"),
             )  # fmt: skip
             await procs.ready(
-                fleet, fleet_ready(infra_s.kafka_bootstrap, f"bench-{tag}", f"b{tag}", workers)
+                fleet, fleet_ready(kafka_admin(infra_s), f"bench-{tag}", f"b{tag}", workers)
             )
+            # A stable group is not yet a consuming one: each worker restores its attempts
+            # log in its assignment callback first (and logs "partitions assigned" after).
+            await consuming(procs, fleet, workers)
             console.print(f"[bold]routed, {workers} worker(s)[/]")
             spy = None
             if args.profile:
@@ -232,31 +305,64 @@ async def run(args: argparse.Namespace) -> list[Result]:
             steps, sat, half = await sweep("routed", infra_s, topics, plan, args)
             if spy is not None:
                 spy.wait()
-            results.append(Result("routed", workers, steps, sat, half))
+            results.append(Result("routed", workers, steps, sat, half, security))
             procs.stop({fleet})
     finally:
         procs.stop()
+        for pipeline in granted:
+            await revoke(infra_s, pipeline)
     console.print(f"logs in {logs}")
     return results
 
 
+def compare_security(results: list[Result]) -> None:
+    """Set ``security_ratio`` (saturation with security on / off) on each secured result
+    that has a counterpart with security off (same system, same workers)."""
+    off = {(r.system, r.workers): r.saturation for r in results if r.security == "off"}
+    for r in results:
+        base = off.get((r.system, r.workers))
+        if r.security == "on" and base:
+            r.security_ratio = r.saturation / base
+
+
 def render(results: list[Result]) -> Table:
     table = Table(title="end to end: sustained throughput and latency at half of saturation")
-    for col in ("system", "workers", "saturation msg/s", "ratio to ceiling", "p50 ms @50%",
-                "p99 ms @50%"):  # fmt: skip
+    compared = any(r.security == "off" for r in results)
+    columns = ["system", "workers", "security", "saturation msg/s", "ratio to ceiling",
+               "p50 ms @50%", "p99 ms @50%"]  # fmt: skip
+    if compared:
+        columns.append("security on / off")
+    for col in columns:
         table.add_column(col, justify="right")
-    ceilings = {r.workers: r.saturation for r in results if r.system == "ceiling"}
+    ceilings = {(r.security, r.workers): r.saturation for r in results if r.system == "ceiling"}
     for r in results:
-        ratio = r.saturation / ceilings[r.workers] if ceilings.get(r.workers) else None
-        table.add_row(
+        ceiling = ceilings.get((r.security, r.workers))
+        ratio = r.saturation / ceiling if ceiling else None
+        row = [
             r.system,
             str(r.workers),
+            r.security,
             f"{r.saturation:,.0f}",
             f"{ratio:.0%}" if ratio is not None and r.system == "routed" else "",
             f"{r.half.p50_ms:,.0f}" if r.half and r.half.p50_ms is not None else "-",
             f"{r.half.p99_ms:,.0f}" if r.half and r.half.p99_ms is not None else "-",
-        )
+        ]
+        if compared:
+            row.append(f"{r.security_ratio:.0%}" if r.security_ratio is not None else "")
+        table.add_row(*row)
     return table
+
+
+async def run_all(args: argparse.Namespace) -> list[Result]:
+    """The sweeps on the benchmark's brokers; with --compare-security, the 1-worker sweeps
+    again on the brokers without security."""
+    if args.use_env_infra:
+        return await run(args, InfraSettings.from_env(), args.workers)
+    results = await run(args, BENCH_INFRA, args.workers)
+    if args.compare_security:
+        results += await run(args, OPEN_INFRA, [1])
+        compare_security(results)
+    return results
 
 
 def main() -> int:
@@ -289,21 +395,36 @@ def main() -> int:
         help="use the brokers named by SUPERNET_* variables, as they are",
     )
     parser.add_argument("--keep-infra", action="store_true", help="leave the brokers running")
+    parser.add_argument(
+        "--compare-security",
+        action="store_true",
+        help="run the 1-worker sweeps again on brokers with security off "
+        f"({OPEN_INFRA.state_dir.relative_to(ROOT)}, Kafka :{OPEN_INFRA.kafka_port}, "
+        f"MQTT :{OPEN_INFRA.mqtt_port}) and report the ratio on / off",
+    )
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
     if args.quick:
         args.step_s, args.max_steps = 4.0, 5
-    started = False
+    if args.compare_security:
+        if args.use_env_infra:
+            parser.error("--compare-security runs on the benchmark's own two broker sets")
+        if 1 not in args.workers:
+            args.workers.insert(0, 1)
+    names = ["kafka", "mosquitto"]
+    started: list[InfraSettings] = []
     if not args.use_env_infra:
-        names = ["kafka", "mosquitto"]
-        started = not infra.status(BENCH_INFRA, names)
-        infra.up(BENCH_INFRA, names)
+        for settings in [BENCH_INFRA, OPEN_INFRA] if args.compare_security else [BENCH_INFRA]:
+            if not infra.status(settings, names):
+                started.append(settings)
+            infra.up(settings, names)
     began = time.monotonic()
     try:
-        results = uvloop.run(run(args))
+        results = uvloop.run(run_all(args))
     finally:
-        if started and not args.keep_infra:
-            infra.down(BENCH_INFRA, ["kafka", "mosquitto"])
+        if not args.keep_infra:
+            for settings in started:
+                infra.down(settings, names)
     console.print(render(results))
     console.print(
         f"machine: {os.cpu_count()} cores; brokers, carriers and workers share them. "

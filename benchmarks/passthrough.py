@@ -4,18 +4,23 @@ Kafka clients, settings, receipt writer (router.engine.sink.KafkaSink) and offse
 (router.engine.offsets.OffsetTracker) as the worker, but no routing and no carriers.
 
 Run by benchmarks/e2e.py as one process per worker it stands in for:
-    python benchmarks/passthrough.py BOOTSTRAP REQUESTS RECEIPTS GROUP
+    python benchmarks/passthrough.py BOOTSTRAP REQUESTS RECEIPTS GROUP \
+        [--security on|off] [--secrets-dir DIR] [--kafka-user USER]
+With security on (the default) it connects as the worker does: SASL_SSL as the Kafka user
+``fleet`` (its password from the credentials store in DIR), on topics granted to it.
 It exits on SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
 import signal
 import sys
 import time
+from pathlib import Path
 
 import uvloop
 
@@ -23,15 +28,17 @@ from router.contracts import wire
 from router.engine import kafka
 from router.engine.offsets import OffsetTracker
 from router.engine.sink import KafkaSink
+from router.support.credentials import KafkaAccess, Secrets, parse_security
+from router.support.infra_settings import InfraSettings
 
 MAX_IN_FLIGHT = 5000
 
 
-async def main(bootstrap: str, requests: str, receipts: str, group: str) -> None:
+async def main(access: KafkaAccess, requests: str, receipts: str, group: str) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    producer = kafka.producer(bootstrap)
-    consumer = kafka.consumer(bootstrap, group, requests)
+    producer = kafka.producer(access)
+    consumer = kafka.consumer(access, group, requests)
     await producer.start()
     await consumer.start()
     sink = KafkaSink(producer, receipts, f"{receipts}.dead-letter")
@@ -77,7 +84,19 @@ async def main(bootstrap: str, requests: str, receipts: str, group: str) -> None
         await producer.stop()
 
 
+def parse(argv: list[str]) -> tuple[KafkaAccess, str, str, str]:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    for name in ("bootstrap", "requests", "receipts", "group"):
+        p.add_argument(name)
+    p.add_argument("--security", default="on", choices=("on", "off"))
+    p.add_argument("--secrets-dir", type=Path, help="default: <SUPERNET_STATE_DIR>/secrets")
+    p.add_argument("--kafka-user", default="fleet")
+    a = p.parse_args(argv)
+    where = a.secrets_dir or InfraSettings.from_env().secrets_dir
+    access = Secrets(where, parse_security(a.security)).kafka(a.bootstrap, a.kafka_user)
+    return access, a.requests, a.receipts, a.group
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
-        sys.exit(__doc__)
-    uvloop.run(main(*sys.argv[1:]))
+    uvloop.run(main(*parse(sys.argv[1:])))

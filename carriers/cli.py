@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import re
 import signal
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from router.contracts import interconnect
 from router.contracts.network_file import NetworkFileError
 from router.support import logs
 from router.support.argtypes import positive
-from router.support.credentials import CredentialsError, MqttAccess, Secrets
+from router.support.credentials import CredentialsError, MqttAccess, Secrets, check_name
 from router.support.infra_settings import InfraSettings
 from router.support.targets import write_target
 
@@ -261,8 +260,9 @@ def _carriers(args: argparse.Namespace) -> int:
     # A process restarted on its journal keeps its name: routers' acks and retained
     # directory entries then still refer to it.
     raw_id = args.host_id or (journal.last_host if journal is not None else None) or "carriers"
-    host_id = re.sub(r"[^a-z0-9-]+", "-", raw_id.lower()).strip("-") or "carriers"
+    host_id = raw_id
     try:
+        check_name(host_id)
         mqtt = Secrets(args.secrets_dir, args.security == "on").mqtt(
             args.mqtt_host, args.mqtt_port, host_id
         )

@@ -1,17 +1,26 @@
 """Shared test set-up: every async test runs on uvloop, and integration tests find the
-local brokers that `supernet infra up` started (addresses from the same settings)."""
+local brokers that `supernet infra up` started (addresses from the same settings).
+
+With security on, every Kafka client is a SCRAM user of the credentials store: the tests'
+own clients (the harness: producing requests, reading receipts, creating topics) are
+``kafka_admin``; a process under test runs as its real user (``kafka_access``), on topics
+a test grants it (``kafka_grants``) and revokes when it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 import pytest
 import uvloop
 
-from router.support.credentials import MqttAccess
+from router.support.credentials import KafkaAccess, MqttAccess
 from router.support.infra_settings import InfraSettings
+
+if TYPE_CHECKING:
+    from router.tools.infra.kafka_acls import Pipeline
 
 
 def pytest_asyncio_loop_factories(
@@ -30,6 +39,50 @@ def infra() -> InfraSettings:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(infra: InfraSettings) -> str:
     return infra.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(infra: InfraSettings) -> KafkaAccess:
+    """The test Kafka as ``admin`` (a super user; plain text without credentials with
+    security off): the tests' own clients."""
+    return infra.secrets().kafka(infra.kafka_bootstrap, "admin")
+
+
+KafkaUser = Callable[[str], KafkaAccess]
+
+
+@pytest.fixture(scope="session")
+def kafka_access(infra: InfraSettings) -> KafkaUser:
+    """``kafka_access(user)``: the test Kafka as SCRAM user ``user`` (``fleet``,
+    ``producer``, ``receipts``, ``admin``), its password from the store."""
+
+    def make(user: str) -> KafkaAccess:
+        return infra.secrets().kafka(infra.kafka_bootstrap, user)
+
+    return make
+
+
+Grant = Callable[["Pipeline"], Awaitable[None]]
+
+
+@pytest.fixture
+async def kafka_grants(infra: InfraSettings, kafka_admin: KafkaAccess) -> AsyncIterator[Grant]:
+    """``await kafka_grants(pipeline)``: grant a pipeline's ACLs (``kafka_acls.grant``) for
+    this test; each is revoked when the test ends. Nothing to do with security off."""
+    from router.tools.infra import kafka_acls
+
+    granted: list[Pipeline] = []
+
+    async def grant(pipeline: Pipeline) -> None:
+        if infra.security:
+            await kafka_acls.grant(kafka_admin, pipeline)
+            granted.append(pipeline)
+
+    try:
+        yield grant
+    finally:
+        for pipeline in reversed(granted):
+            await kafka_acls.revoke(kafka_admin, pipeline)
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +117,16 @@ NewTopicFactory = Callable[[int], Awaitable[str]]
 
 
 @pytest.fixture
-def new_topic(kafka_bootstrap: str) -> NewTopicFactory:
-    """Create a fresh Kafka topic with the given partition count; returns its name."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+def new_topic(kafka_admin: KafkaAccess) -> NewTopicFactory:
+    """Create a fresh Kafka topic (as ``admin``) with the given partition count; returns
+    its name. Only ``admin`` may use it until a test grants it to another user."""
+    from aiokafka.admin import NewTopic
+
+    from router.engine import kafka
 
     async def create(partitions: int) -> str:
         topic = f"test.{uuid.uuid4().hex[:12]}"
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        admin = kafka.admin_client(kafka_admin)
         await admin.start()
         try:
             await admin.create_topics(

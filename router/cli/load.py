@@ -14,6 +14,7 @@ from rich.table import Table
 from router.contracts import network_file
 from router.engine.kafka import KafkaError
 from router.support.argtypes import positive
+from router.support.credentials import CredentialsError
 from router.support.infra_settings import InfraSettings
 from router.tools.load.mix import Mix, MixError, example_path, load_mix
 from router.tools.load.numbers import NumberPlanError, build_plan
@@ -85,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "(default: the shipped example network)")  # fmt: skip
     p.add_argument("--bootstrap", default=defaults.kafka_bootstrap, metavar="HOST:PORT",
                    help=f"Kafka bootstrap (default: {defaults.kafka_bootstrap})")  # fmt: skip
+    p.add_argument("--producer-user", default="producer", metavar="USER",
+                   help="Kafka user that writes the requests (default: producer; its password "
+                        "from the credentials store, or SUPERNET_KAFKA_PASSWORD)")  # fmt: skip
+    p.add_argument("--receipts-user", default="receipts", metavar="USER",
+                   help="Kafka user that reads the receipts (default: receipts)")  # fmt: skip
+    p.add_argument("--create-topics", action=argparse.BooleanOptionalAction, default=True,
+                   help="create missing topics as the admin user (default: yes)")  # fmt: skip
     p.add_argument("--requests-topic", default="sms.requests", metavar="T",
                    help="topic to produce to (default: sms.requests)")  # fmt: skip
     p.add_argument("--receipts-topic", default="sms.receipts", metavar="T",
@@ -114,13 +122,20 @@ def main(args: argparse.Namespace) -> int:
     pacer = (
         Pacer(args.rate, args.count) if args.count else Pacer.for_duration(args.rate, args.duration)
     )
-    config = LoadConfig(
-        bootstrap=args.bootstrap,
-        requests_topic=args.requests_topic,
-        receipts_topic=args.receipts_topic,
-        wait_s=args.wait_s,
-        progress=console.is_terminal and not args.no_progress,
-    )
+    store = InfraSettings.from_env().secrets()
+    try:
+        config = LoadConfig(
+            producer=store.kafka(args.bootstrap, args.producer_user),
+            receipts=store.kafka(args.bootstrap, args.receipts_user),
+            admin=store.kafka(args.bootstrap, "admin") if args.create_topics else None,
+            requests_topic=args.requests_topic,
+            receipts_topic=args.receipts_topic,
+            wait_s=args.wait_s,
+            progress=console.is_terminal and not args.no_progress,
+        )
+    except CredentialsError as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
     console.print(
         f"load: {pacer.total:,} requests at {args.rate:,.0f}/s to {args.requests_topic} "
         f"on {args.bootstrap} (seed {args.seed}, ids {prefix}*, network {network})"

@@ -3,8 +3,11 @@ one reader of a topic between offsets.
 
 The engine, the load generator, the demo, the benchmarks and the tests ask this module for
 a producer, a consumer, a reader or topics, so that client settings (acks, batching, commit
-mode) are chosen in one place. The one other module that imports aiokafka is
-``router.tools.infra.roundtrip``, a smoke test of the bare broker with plain clients.
+mode) are chosen in one place. Every client is made from a ``KafkaAccess`` (the bootstrap
+servers, and with security on the SCRAM identity and the CA: ``router.support.credentials``);
+what it may do is up to that identity's ACLs (``router.tools.infra.kafka_acls``). The other
+modules that import aiokafka are ``router.tools.infra.roundtrip``, a smoke test of the bare
+broker with plain clients, and ``router.tools.infra.kafka_acls``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 from aiokafka.structs import ConsumerRecord
+
+from router.support.credentials import KafkaAccess
 
 __all__ = [
     "AIOKafkaConsumer",
@@ -61,6 +66,12 @@ class TopicSpec:
     configs: tuple[tuple[str, str], ...] = ()
 
 
+def admin_client(access: KafkaAccess) -> AIOKafkaAdminClient:
+    """An admin client (for metadata; creating topics and describing groups need the
+    ACLs that allow them)."""
+    return AIOKafkaAdminClient(**access.client_kwargs(), client_id="supernet-admin")
+
+
 def compacted(name: str, partitions: int, retention_ms: int) -> TopicSpec:
     """A topic that keeps the latest record per key, and nothing older than retention."""
     return TopicSpec(
@@ -71,11 +82,11 @@ def compacted(name: str, partitions: int, retention_ms: int) -> TopicSpec:
     )
 
 
-def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
+def producer(access: KafkaAccess, **overrides: Any) -> AIOKafkaProducer:
     """A producer for records that must not be lost: acks from all replicas, idempotent,
     with a short linger so that many small records share a request."""
     settings: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **access.client_kwargs(),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
@@ -87,10 +98,12 @@ def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**settings)
 
 
-def consumer(bootstrap: str, group: str | None, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+def consumer(
+    access: KafkaAccess, group: str | None, *topics: str, **overrides: Any
+) -> AIOKafkaConsumer:
     """A consumer whose offsets the caller commits itself (never auto-commit)."""
     settings: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **access.client_kwargs(),
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -104,9 +117,9 @@ def consumer(bootstrap: str, group: str | None, *topics: str, **overrides: Any) 
     return AIOKafkaConsumer(*topics, **settings)
 
 
-async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
-    """Partitions of each of ``topics`` that exists."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="supernet-admin")
+async def partition_counts(access: KafkaAccess, topics: Iterable[str]) -> dict[str, int]:
+    """Partitions of each of ``topics`` that exists (and ``access`` may describe)."""
+    admin = admin_client(access)
     await admin.start()
     try:
         names = [t for t in topics if t in set(await admin.list_topics())]
@@ -123,7 +136,7 @@ async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, i
 
 
 async def read_partitions_since(
-    bootstrap: str, tps: Iterable[TopicPartition], since_ms: int, client_id: str
+    access: KafkaAccess, tps: Iterable[TopicPartition], since_ms: int, client_id: str
 ) -> dict[TopicPartition, list[bytes]]:
     """Per partition, every value written at or after ``since_ms`` (ms since the epoch),
     up to the partition's end when called. One short-lived consumer per topic, outside any
@@ -132,7 +145,7 @@ async def read_partitions_since(
     out: dict[TopicPartition, list[bytes]] = {tp: [] for tp in wanted}
     for topic in sorted({tp.topic for tp in wanted}):
         partitions = [tp.partition for tp in wanted if tp.topic == topic]
-        async with Reader(bootstrap, topic, partitions, client_id) as reader:
+        async with Reader(access, topic, partitions, client_id) as reader:
             ends = await reader.end_offsets()
             start = await reader.offsets_at(since_ms)
             async for batch in reader.records(start, ends):
@@ -141,9 +154,9 @@ async def read_partitions_since(
     return out
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec]) -> None:
+async def ensure_topics(access: KafkaAccess, topics: Iterable[TopicSpec]) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="supernet-admin")
+    admin = admin_client(access)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -185,17 +198,17 @@ class Reader:
 
     def __init__(
         self,
-        bootstrap: str,
+        access: KafkaAccess,
         topic: str,
         partitions: Iterable[int] | None = None,
         client_id: str = "supernet-reader",
     ) -> None:
         self.topic = topic
-        self._bootstrap = bootstrap
+        self._access = access
         self._wanted = None if partitions is None else sorted(set(partitions))
         self.tps: list[TopicPartition] = []
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **access.client_kwargs(),
             group_id=None,
             enable_auto_commit=False,
             client_id=client_id,
@@ -209,7 +222,7 @@ class Reader:
             if self._wanted is None:
                 # Not consumer.topics(): it fetches metadata without caching it, so
                 # partitions_for_topic would still not know a topic this client never met.
-                counts = await partition_counts(self._bootstrap, [self.topic])
+                counts = await partition_counts(self._access, [self.topic])
                 self._wanted = list(range(counts.get(self.topic, 0)))
             self.tps = [TopicPartition(self.topic, p) for p in self._wanted]
             if self.tps:
@@ -273,6 +286,26 @@ class Reader:
                     todo.discard(tp)
 
 
+async def ensure_pipeline(
+    access: KafkaAccess,
+    requests: str,
+    receipts: str,
+    dead_letter: str,
+    attempts: str,
+    partitions: int,
+) -> tuple[int, int]:
+    """The pipeline's topics, created where missing: the attempts log gets as many
+    partitions as the requests topic (request partition p -> attempts partition p) and is
+    kept a day (far longer than any dedupe window; compaction keeps the latest per id).
+    Returns the partitions of the requests topic and of the attempts log."""
+    plain = (requests, receipts, dead_letter)
+    await ensure_topics(access, [TopicSpec(t, partitions) for t in plain])
+    counts = await partition_counts(access, [requests, attempts])
+    have = counts.get(requests, partitions)
+    await ensure_topics(access, [compacted(attempts, have, 24 * 3600 * 1000)])
+    return have, counts.get(attempts, have)
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """What ``read_between`` read: the values, and per partition the offset it read up to."""
@@ -282,7 +315,7 @@ class Span:
 
 
 async def read_between(
-    bootstrap: str,
+    access: KafkaAccess,
     topic: str,
     start: Mapping[int, int] | None = None,
     end: Mapping[int, int] | None = None,
@@ -290,7 +323,7 @@ async def read_between(
 ) -> Span:
     """Every record value of ``topic`` from ``start`` (a partition not in it: from its
     first offset) up to ``end`` (default: the end offsets at the time of the call)."""
-    async with Reader(bootstrap, topic, client_id=client_id) as reader:
+    async with Reader(access, topic, client_id=client_id) as reader:
         ends = dict(end) if end is not None else await reader.end_offsets()
         values = [
             r.value
@@ -301,16 +334,16 @@ async def read_between(
         return Span(values, ends)
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(access: KafkaAccess, topic: str) -> dict[int, int]:
     """Per partition of ``topic``, its end offset now (empty if the topic does not exist)."""
-    async with Reader(bootstrap, topic, client_id="supernet-offsets") as reader:
+    async with Reader(access, topic, client_id="supernet-offsets") as reader:
         return await reader.end_offsets()
 
 
-async def group_clients(bootstrap: str, group: str) -> tuple[str, list[str]]:
+async def group_clients(access: KafkaAccess, group: str) -> tuple[str, list[str]]:
     """A consumer group's state (``Stable`` once every member has its partitions; ``Dead``
     or ``Empty`` without members) and the client ids of its members."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="supernet-admin")
+    admin = admin_client(access)
     await admin.start()
     try:
         [response] = await admin.describe_consumer_groups([group])

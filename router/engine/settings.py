@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from router.support.credentials import Secrets
+from router.support.credentials import KafkaAccess, Secrets
 
 
 class SettingsError(Exception):
@@ -107,6 +107,10 @@ class WorkerSettings:
 
         where = Path(self.secrets_dir) if self.secrets_dir else InfraSettings.from_env().secrets_dir
         return Secrets(where, self.security == "on")
+
+    def kafka(self) -> KafkaAccess:
+        """How this worker reaches Kafka (``bootstrap`` as ``kafka_user``)."""
+        return self.secrets().kafka(self.bootstrap, self.kafka_user)
 
     def network_dir(self) -> Path:
         if self.network:

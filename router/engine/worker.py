@@ -107,7 +107,7 @@ class Worker:
         s = self.settings
         since = time.time_ns() // 1_000_000 - int(s.dedupe_window_s * 1000)
         found = await kafka.read_partitions_since(
-            s.bootstrap,
+            s.kafka(),
             [kafka.TopicPartition(s.attempts(), p) for p in partitions],
             since,
             client_id=f"supernet-{s.instance}-restore",
@@ -128,7 +128,7 @@ class Worker:
         gc.freeze()
         log.info("network loaded", network=str(network_dir), carriers=len(table.carriers))
         await self._ensure_topics()
-        producer = kafka.producer(s.bootstrap, client_id=f"supernet-{s.instance}")
+        producer = kafka.producer(s.kafka(), client_id=f"supernet-{s.instance}")
         connected = self.metrics.broker_connected
         refused = self.metrics.interconnect_refused
         async with contextlib.AsyncExitStack() as stack:
@@ -197,7 +197,7 @@ class Worker:
         s = self.settings
         static = {"group_instance_id": s.group_instance_id} if s.group_instance_id else {}
         return kafka.consumer(
-            s.bootstrap, s.group, client_id=f"supernet-{s.instance}",
+            s.kafka(), s.group, client_id=f"supernet-{s.instance}",
             max_poll_interval_ms=60_000,
             # A static member that dies keeps its partitions this long: long enough for
             # the fleet to restart it (a network load takes seconds).
@@ -206,19 +206,12 @@ class Worker:
         )  # fmt: skip
 
     async def _ensure_topics(self) -> None:
-        """The topics the worker needs; the attempts log gets as many partitions as the
-        requests topic (request partition p -> attempts partition p)."""
+        """The topics the worker needs (``kafka.ensure_pipeline``)."""
         s = self.settings
-        bootstrap = s.bootstrap
-        plain = (s.requests_topic, s.receipts_topic, s.dead_letter_topic)
-        await kafka.ensure_topics(bootstrap, [kafka.TopicSpec(t, s.partitions) for t in plain])
-        counts = await kafka.partition_counts(bootstrap, [s.requests_topic, s.attempts()])
-        requests = counts.get(s.requests_topic, s.partitions)
-        # Kept a day: far longer than any dedupe window; compaction keeps the latest per id.
-        await kafka.ensure_topics(
-            bootstrap, [kafka.compacted(s.attempts(), requests, 24 * 3600 * 1000)]
-        )
-        have = counts.get(s.attempts(), requests)
+        requests, have = await kafka.ensure_pipeline(
+            s.kafka(), s.requests_topic, s.receipts_topic, s.dead_letter_topic, s.attempts(),
+            s.partitions,
+        )  # fmt: skip
         if have < requests:
             raise SettingsError(
                 f"attempts topic {s.attempts()} has {have} partitions but requests topic "

@@ -24,12 +24,17 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+IDENTITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""An identity's name is part of MQTT topics and the client id (and of a carrier process's
+file names): letters, digits, '.', '_' and '-'."""
 
 SECRETS_DIR_NAME = "secrets"
 STORE_NAME = "credentials.toml"
@@ -41,6 +46,15 @@ Broker = Literal["mqtt", "kafka"]
 
 class CredentialsError(Exception):
     """The credentials a process needs are missing or unreadable; says what to do."""
+
+
+def check_name(name: str) -> None:
+    """CredentialsError unless ``name`` is a valid identity name (``IDENTITY_NAME``)."""
+    if not IDENTITY_NAME.fullmatch(name):
+        raise CredentialsError(
+            f"identity {name[:80]!r}: use 1-64 letters, digits, '.', '_' or '-' "
+            "(it is part of MQTT topics and the client id)"
+        )
 
 
 def parse_security(value: str, where: str = "SUPERNET_SECURITY") -> bool:

@@ -9,6 +9,12 @@ Every MQTT connection is its own identity (Mosquitto makes the username the clie
 ``identity`` provisions one on a broker of ``InfraSettings``, and ``carriers_args`` /
 ``worker_args`` provision the identities of the processes a test starts and give the
 flags that name them.
+
+Kafka: the tests' own clients (producing requests, reading topics back) are the
+operator, ``admin`` (``kafka_admin``); the processes under test run as their real SCRAM
+users (workers as ``fleet``, the load tool as ``producer`` / ``receipts``), who may use
+only the topics granted to them: ``grant`` a test's pipeline before they start and
+``revoke`` it at the end.
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ import phonenumbers
 
 from router.contracts import network_file, wire
 from router.engine import kafka
-from router.support.credentials import MqttAccess
+from router.support.credentials import KafkaAccess, MqttAccess
 from router.support.infra_settings import InfraSettings
 from router.support.procs import Child
-from router.tools.infra import credentials
+from router.tools.infra import credentials, kafka_acls
+from router.tools.infra.kafka_acls import Pipeline
 
 # ---- MQTT identities ------------------------------------------------------------------------
 
@@ -91,6 +98,32 @@ def worker_args(infra: InfraSettings, mqtt_user: str, fleet: int | None = None) 
     provision(infra, "router", names)
     return ["--mqtt-host", infra.host, "--mqtt-port", str(infra.mqtt_port),
             "--mqtt-user", mqtt_user, *security_args(infra)]  # fmt: skip
+
+
+# ---- Kafka users and grants ----------------------------------------------------------------
+
+
+def kafka_admin(infra: InfraSettings) -> KafkaAccess:
+    """The Kafka of ``infra`` as ``admin``, the operator: the tests' own clients."""
+    return infra.secrets().kafka(infra.kafka_bootstrap, "admin")
+
+
+def kafka_user(infra: InfraSettings, user: str) -> KafkaAccess:
+    """The Kafka of ``infra`` as SCRAM user ``user`` (its password from the store)."""
+    return infra.secrets().kafka(infra.kafka_bootstrap, user)
+
+
+async def grant(infra: InfraSettings, pipeline: Pipeline) -> None:
+    """With security on, grant ``pipeline``'s ACLs (``kafka_acls.grant``) on the Kafka of
+    ``infra``: its workers (``fleet``), producer and receipt readers may then use it."""
+    if infra.security:
+        await kafka_acls.grant(kafka_admin(infra), pipeline)
+
+
+async def revoke(infra: InfraSettings, pipeline: Pipeline) -> None:
+    """Take back what ``grant`` gave (so the test broker's ACL list does not grow)."""
+    if infra.security:
+        await kafka_acls.revoke(kafka_admin(infra), pipeline)
 
 
 def mobile_numbers(network: Path, count: int, seed: int) -> list[str]:
@@ -195,9 +228,9 @@ class Proc:
 
 
 async def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+    access: KafkaAccess, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
 ) -> int:
-    producer = kafka.producer(bootstrap)
+    producer = kafka.producer(access)
     await producer.start()
     n = 0
     try:
@@ -224,7 +257,7 @@ class Record:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, until: int | None = None, timeout: float = 60.0,
+    access: KafkaAccess, topic: str, until: int | None = None, timeout: float = 60.0,
     idle: float = 2.0,
 ) -> list[Record]:  # fmt: skip
     """Every record of ``topic`` from the beginning: until ``until`` records were read,
@@ -232,7 +265,7 @@ async def read_topic(
     out: list[Record] = []
     deadline = time.monotonic() + timeout
     async with (
-        kafka.Reader(bootstrap, topic, client_id="supernet-test-reader") as reader,
+        kafka.Reader(access, topic, client_id="supernet-test-reader") as reader,
         contextlib.aclosing(reader.records(follow=True)) as batches,
     ):
         while until is None or len(out) < until:
@@ -261,13 +294,14 @@ def outcomes(rs: Iterable[wire.Receipt]) -> dict[str, list[wire.Receipt]]:
 
 
 async def wait_for_outcomes(
-    bootstrap: str, topic: str, ids: set[str], timeout: float
+    access: KafkaAccess, topic: str, ids: set[str], timeout: float, each: int = 1
 ) -> list[wire.Receipt]:
-    """Read receipts until every id in ``ids`` has an outcome (or the timeout)."""
+    """Read receipts until every id in ``ids`` has ``each`` outcomes (or the timeout)."""
     rs: list[wire.Receipt] = []
     missing = set(ids)
     if not missing:
         return rs
+    seen: dict[str, int] = {}
 
     async def follow(reader: kafka.Reader) -> None:
         async for batch in reader.records(follow=True):
@@ -277,11 +311,13 @@ async def wait_for_outcomes(
                 receipt = wire.RECEIPT_DECODER.decode(r.value)
                 rs.append(receipt)
                 if receipt.status in ("sent", "failed"):
-                    missing.discard(receipt.id)
+                    seen[receipt.id] = seen.get(receipt.id, 0) + 1
+                    if seen[receipt.id] >= each:
+                        missing.discard(receipt.id)
             if not missing:
                 return
 
-    async with kafka.Reader(bootstrap, topic, client_id="supernet-test-reader") as reader:
+    async with kafka.Reader(access, topic, client_id="supernet-test-reader") as reader:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(follow(reader), timeout)
     return rs

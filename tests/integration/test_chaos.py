@@ -35,12 +35,17 @@ from carriers.network import reduce_network
 from router.contracts import wire
 from router.engine import kafka
 from router.support.infra_settings import InfraSettings
+from router.tools.infra.kafka_acls import Pipeline
 from tests.integration.harness import (
     Proc,
     carriers_args,
+    grant,
+    kafka_admin,
+    kafka_user,
     mobile_numbers,
     request_records,
     requests,
+    revoke,
     worker_args,
 )
 
@@ -181,7 +186,9 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 class Stack:
     """One test's carriers, fleet, topics and MQTT identities (carriers ``chaos-<tag>``,
-    workers ``chaos-<tag>-w<i>``); stopped at the end."""
+    workers ``chaos-<tag>-w<i>``); stopped at the end. The topics are created as
+    ``admin`` and granted to the fleet (Kafka user ``fleet``) and the producer, and the
+    grants revoked in ``close``."""
 
     def __init__(self, infra: InfraSettings, network: Path, logs: Path) -> None:
         self.infra, self.network, self.logs = infra, network, logs
@@ -189,11 +196,16 @@ class Stack:
         self.topics = {t: f"chaos.{self.tag}.{t}" for t in (*TOPICS, "attempts")}
         self.journal = logs / "journal.bin"
         self.procs: list[Proc] = []
+        self.admin = kafka_admin(infra)
+        t = self.topics
+        self.pipeline = Pipeline(t["requests"], t["receipts"], t["dead-letter"], t["attempts"],
+                                 f"chaos-{self.tag}")  # fmt: skip
+        self.granted = False
 
     async def start(self, workers: int) -> Proc:
-        await kafka.ensure_topics(
-            self.infra.kafka_bootstrap, [kafka.TopicSpec(self.topics[t], 6) for t in TOPICS]
-        )
+        await kafka.ensure_topics(self.admin, [kafka.TopicSpec(self.topics[t], 6) for t in TOPICS])
+        await grant(self.infra, self.pipeline)
+        self.granted = True
         argv = ["carriers", "--network", str(self.network),
                 *carriers_args(self.infra, f"chaos-{self.tag}"),
                 "--ledger", str(self.logs / "ledger.json")]  # fmt: skip
@@ -224,13 +236,16 @@ class Stack:
         return Observed(t["requests"], t["receipts"], t["dead-letter"])
 
     def reader(self, obs: Observed) -> TopicReader:
-        return TopicReader(
-            self.infra.kafka_bootstrap, {self.topics[t]: 6 for t in TOPICS}, obs.on_record
-        )
+        return TopicReader(self.admin, {self.topics[t]: 6 for t in TOPICS}, obs.on_record)
 
     async def close(self) -> None:
-        for p in reversed(self.procs):
-            await p.stop()
+        try:
+            for p in reversed(self.procs):
+                await p.stop()
+        finally:
+            if self.granted:
+                self.granted = False
+                await revoke(self.infra, self.pipeline)
 
 
 @pytest.fixture
@@ -251,8 +266,9 @@ async def test_chaos_hostile_mix_gets_its_expected_outcomes_and_no_worker_dies(
     ctx = Ctx(f"t{stack.tag}", numbers, int(time.time() * 1000))
     records = hostile_records(ctx, 150)
     assert len(records) >= 150
-    await kcat_produce(stack.infra.kafka_bootstrap, stack.topics["requests"], records, tmp_path,
-                       set())  # fmt: skip
+    # kcat, the foreign client, as the Kafka user `producer` (SASL PLAIN over TLS)
+    producer = kafka_user(stack.infra, "producer")
+    await kcat_produce(producer, stack.topics["requests"], records, tmp_path, set())
     obs = stack.observed()
     async with stack.reader(obs) as reader:
         follow = asyncio.create_task(reader.follow(stop := asyncio.Event()))
@@ -283,7 +299,7 @@ async def test_chaos_worker_sigkill_under_load_loses_nothing_nor_goes_to_two_car
     reqs = requests(mobile_numbers(network, 3_000, seed=21), f"k-{stack.tag}")
     ids = {r.id for r in reqs}
     obs = stack.observed()
-    producer = kafka.producer(stack.infra.kafka_bootstrap)
+    producer = kafka.producer(stack.admin)
     await producer.start()
     async with stack.reader(obs) as reader:
         follow = asyncio.create_task(reader.follow(stop := asyncio.Event()))

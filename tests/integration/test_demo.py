@@ -1,8 +1,11 @@
 """`supernet demo`, short and small, against the real brokers: every figure of its summary
-is recomputed here from the requests and receipts that are really in Kafka."""
+is recomputed here from the requests and receipts that are really in Kafka (read as
+``admin``; the demo grants its own topics to its fleet, producer and receipt reader, and
+the test revokes them at the end)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -11,6 +14,7 @@ import sys
 import tomllib
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,11 @@ from carriers import generator
 from carriers.network import reduce_network
 from router.contracts import wire
 from router.engine import kafka
+from router.support.credentials import KafkaAccess
 from router.support.infra_settings import InfraSettings
 from router.tools.economics import compare
+from router.tools.infra.kafka_acls import Pipeline
+from tests.integration.harness import kafka_admin, revoke
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +43,10 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return reduce_network(root / "full", root / "small", REGIONS)
 
 
-async def read_range(bootstrap: str, topic: str, until: dict[str, list[int]]) -> list[bytes]:
+async def read_range(access: KafkaAccess, topic: str, until: dict[str, list[int]]) -> list[bytes]:
     """Every value of ``topic`` below the end offsets the demo says it read up to."""
     ends = {int(p): r[1] for p, r in until.items()}
-    return (await kafka.read_between(bootstrap, topic, None, ends)).values
+    return (await kafka.read_between(access, topic, None, ends)).values
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -48,9 +55,9 @@ def nearest_rank(values: list[float], q: float) -> float:
 
 
 @pytest.fixture
-def demo_run(
+async def demo_run(
     infra: InfraSettings, network: Path, tmp_path: Path
-) -> tuple[dict[str, Any], str, Path]:
+) -> AsyncIterator[tuple[dict[str, Any], str, Path]]:
     tag = uuid.uuid4().hex[:8]
     out = tmp_path / "demo"
     argv = [
@@ -71,10 +78,19 @@ def demo_run(
         "SUPERNET_PROMETHEUS_PORT": str(infra.prometheus_port),
         "SUPERNET_STATE_DIR": str(infra.state_dir),
     }
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, f"demo failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    document: dict[str, Any] = json.loads((out / "summary.json").read_text())
-    return document, done.stdout, out
+    # What the demo grants itself (router.tools.demo.steps.identities), revoked at the end.
+    pipeline = Pipeline(f"demo.{tag}.requests", f"demo.{tag}.receipts",
+                        f"demo.{tag}.dead-letter", group=f"demo-{tag}")  # fmt: skip
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run, argv, env=env, capture_output=True, text=True, timeout=240,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"demo failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        document: dict[str, Any] = json.loads((out / "summary.json").read_text())
+        yield document, done.stdout, out
+    finally:
+        await revoke(infra, pipeline)
 
 
 async def test_every_figure_of_the_summary_comes_from_the_receipts(
@@ -89,13 +105,13 @@ async def test_every_figure_of_the_summary_comes_from_the_receipts(
     requests = [
         wire.decode_request(v)
         for v in await read_range(
-            infra.kafka_bootstrap, config["requests_topic"], run["requests_offsets"]
+            kafka_admin(infra), config["requests_topic"], run["requests_offsets"]
         )
     ]
     receipts = [
         wire.RECEIPT_DECODER.decode(v)
         for v in await read_range(
-            infra.kafka_bootstrap, config["receipts_topic"], run["receipts_offsets"]
+            kafka_admin(infra), config["receipts_topic"], run["receipts_offsets"]
         )
     ]
     created = {r.id: r.created_at or 0 for r in requests if r.id.startswith(prefix)}

@@ -1,5 +1,6 @@
-"""Kafka is real and usable from our stack: aiokafka on uvloop, a consumer group with
-manual offset commits, and a restart that resumes exactly at the committed offset."""
+"""Kafka is real and usable from our stack: aiokafka on uvloop (over SASL_SSL as the
+``admin`` user with security on), a consumer group with manual offset commits, and a
+restart that resumes exactly at the committed offset."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from router.support.credentials import KafkaAccess
+
 pytestmark = pytest.mark.integration
 
 TOTAL = 10_000
 FIRST = 6_000
 
 
-def consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
+def consumer(access: KafkaAccess, topic: str, group: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **access.client_kwargs(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -28,12 +31,12 @@ def consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
 
 
 async def test_group_resumes_from_committed_offset(
-    kafka_bootstrap: str, new_topic: Callable[[int], Awaitable[str]]
+    kafka_admin: KafkaAccess, new_topic: Callable[[int], Awaitable[str]]
 ) -> None:
     topic = await new_topic(3)
     group = f"{topic}.group"
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_admin.client_kwargs(), acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [
@@ -51,7 +54,7 @@ async def test_group_resumes_from_committed_offset(
     # First consumer: process exactly FIRST records, commit what it processed, stop.
     first: list[int] = []
     processed_to: dict[TopicPartition, int] = {}
-    c1 = consumer(kafka_bootstrap, topic, group)
+    c1 = consumer(kafka_admin, topic, group)
     await c1.start()
     try:
         async with asyncio.timeout(60):
@@ -69,7 +72,7 @@ async def test_group_resumes_from_committed_offset(
 
     # Second consumer in the same group after the restart: it must read the rest, only.
     second: list[int] = []
-    c2 = consumer(kafka_bootstrap, topic, group)
+    c2 = consumer(kafka_admin, topic, group)
     await c2.start()
     try:
         async with asyncio.timeout(60):

@@ -1,5 +1,7 @@
 """Interop with a Kafka client that is not ours: kcat (librdkafka) produces and we
-consume; we produce and kcat consumes."""
+consume; we produce and kcat consumes. With security on both connect as ``admin``: kcat
+over SASL_SSL with PLAIN (Debian 12's librdkafka 2.0.2 cannot do SCRAM with Kafka 4),
+aiokafka with SCRAM-SHA-512, both trusting only the project CA."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from benchmarks._chaos_hostile import kcat_options
+from router.support.credentials import KafkaAccess
 
 pytestmark = pytest.mark.integration
 
@@ -27,20 +32,20 @@ def kcat() -> str:
 
 
 async def test_kcat_produces_we_consume(
-    kafka_bootstrap: str, kcat: str, new_topic: Callable[[int], Awaitable[str]]
+    kafka_admin: KafkaAccess, kcat: str, new_topic: Callable[[int], Awaitable[str]]
 ) -> None:
     topic = await new_topic(3)
     lines = "".join(f"key-{n}|{json.dumps({'id': n})}\n" for n in range(COUNT))
     result = await asyncio.to_thread(
         subprocess.run,
-        [kcat, "-P", "-b", kafka_bootstrap, "-t", topic, "-K", "|"],
+        [kcat, "-P", *kcat_options(kafka_admin), "-t", topic, "-K", "|"],
         input=lines, text=True, capture_output=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka_bootstrap,
+        **kafka_admin.client_kwargs(),
         group_id=f"{topic}.ours",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -61,10 +66,10 @@ async def test_kcat_produces_we_consume(
 
 
 async def test_we_produce_kcat_consumes(
-    kafka_bootstrap: str, kcat: str, new_topic: Callable[[int], Awaitable[str]]
+    kafka_admin: KafkaAccess, kcat: str, new_topic: Callable[[int], Awaitable[str]]
 ) -> None:
     topic = await new_topic(3)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_admin.client_kwargs(), acks="all")
     await producer.start()
     try:
         for n in range(COUNT):
@@ -75,7 +80,7 @@ async def test_we_produce_kcat_consumes(
 
     result = await asyncio.to_thread(
         subprocess.run,
-        [kcat, "-C", "-b", kafka_bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
+        [kcat, "-C", *kcat_options(kafka_admin), "-t", topic, "-o", "beginning", "-e", "-q",
          "-f", "%k|%s\\n", "-X", f"group.id=kcat-{uuid.uuid4().hex[:8]}"],
         text=True, capture_output=True, timeout=60,
     )  # fmt: skip

@@ -1,4 +1,7 @@
-"""The load generator against the real Kafka: what it produces, and how it reads receipts."""
+"""The load generator against the real Kafka: what it produces, and how it reads receipts.
+
+It runs as its real users (``producer`` writes the requests, ``receipts`` reads the
+receipts) on fresh topics granted to them; the test's own clients are ``admin``."""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ import pytest
 
 from router.contracts.wire import ENCODER, Receipt, SendRequest, Status, decode_request
 from router.engine import kafka
+from router.support.credentials import KafkaAccess
+from router.tools.infra.kafka_acls import Pipeline
 from router.tools.load.mix import Mix
 from router.tools.load.numbers import build_plan
 from router.tools.load.pace import Pacer
 from router.tools.load.run import LoadConfig, run_load
 from router.tools.load.traffic import Traffic
+from tests.conftest import Grant, KafkaUser
 from tests.router.tools.load.load_helpers import write_network
 
 pytestmark = pytest.mark.integration
@@ -22,9 +28,9 @@ pytestmark = pytest.mark.integration
 NewTopic = Callable[[int], Awaitable[str]]
 
 
-async def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0
+async def read_all(access: KafkaAccess, topic: str, expected: int, timeout_s: float = 20.0
                    ) -> list[tuple[bytes, bytes]]:  # fmt: skip
-    consumer = kafka.consumer(bootstrap, None, topic)
+    consumer = kafka.consumer(access, None, topic)
     await consumer.start()
     out: list[tuple[bytes, bytes]] = []
     try:
@@ -49,12 +55,23 @@ def _traffic(network: Path, prefix: str) -> Traffic:
     return Traffic(build_plan(network, 2), Mix(), 2, prefix)
 
 
+async def load_config(
+    requests: str, receipts: str, wait_s: float, kafka_access: KafkaUser, kafka_grants: Grant
+) -> LoadConfig:
+    """The load tool as ``producer`` and ``receipts`` on these (granted) topics."""
+    await kafka_grants(Pipeline(requests, receipts, f"{requests}.dead-letter",
+                                group=f"{requests}.fleet"))  # fmt: skip
+    return LoadConfig(kafka_access("producer"), kafka_access("receipts"),
+                      requests_topic=requests, receipts_topic=receipts, wait_s=wait_s)  # fmt: skip
+
+
 async def test_produces_decodable_requests_at_the_rate(
-    kafka_bootstrap: str, new_topic: NewTopic, tiny_network: Path
-) -> None:
+    kafka_admin: KafkaAccess, kafka_access: KafkaUser, kafka_grants: Grant,
+    new_topic: NewTopic, tiny_network: Path,
+) -> None:  # fmt: skip
     requests, receipts = await new_topic(4), await new_topic(2)
     count, rate = 3000, 6000.0
-    config = LoadConfig(kafka_bootstrap, requests, receipts, wait_s=0.3)
+    config = await load_config(requests, receipts, 0.3, kafka_access, kafka_grants)
     summary = await run_load(config, _traffic(tiny_network, "it-"), Pacer(rate, count))
     assert summary.produced == count
     assert summary.without_outcome == count  # nobody answers on these topics
@@ -62,7 +79,7 @@ async def test_produces_decodable_requests_at_the_rate(
     assert summary.produce_seconds >= (count - 1) / rate * 0.95
     assert summary.produce_seconds < 20 * count / rate + 5
 
-    records = await read_all(kafka_bootstrap, requests, count)
+    records = await read_all(kafka_admin, requests, count)
     assert len(records) == count
     decoded = [decode_request(value) for _, value in records]
     assert all(key == r.to.encode() for (key, _), r in zip(records, decoded, strict=True))
@@ -71,11 +88,12 @@ async def test_produces_decodable_requests_at_the_rate(
 
 
 async def test_reads_receipts_of_its_own_run(
-    kafka_bootstrap: str, new_topic: NewTopic, tiny_network: Path
-) -> None:
+    kafka_admin: KafkaAccess, kafka_access: KafkaUser, kafka_grants: Grant,
+    new_topic: NewTopic, tiny_network: Path,
+) -> None:  # fmt: skip
     requests, receipts = await new_topic(3), await new_topic(3)
     # Receipts already on the topic before the run must not count.
-    producer = kafka.producer(kafka_bootstrap)
+    producer = kafka.producer(kafka_admin)
     await producer.start()
     stale = Receipt("rr-00000001", "failed", ts=1, error_code=30008)
     await producer.send_and_wait(receipts, ENCODER.encode(stale), key=b"rr-00000001")
@@ -86,7 +104,7 @@ async def test_reads_receipts_of_its_own_run(
     async def fake_worker() -> None:
         """Answers all but the last 3 requests: sent (some twice) or failed, and some
         delivered or undelivered; plus a receipt for an id of another run."""
-        got = await read_all(kafka_bootstrap, requests, count)
+        got = await read_all(kafka_admin, requests, count)
         for k, (_, value) in enumerate(sorted(got, key=lambda kv: decode_request(kv[1]).id)):
             r = decode_request(value)
             if k >= count - 3:
@@ -108,7 +126,7 @@ async def test_reads_receipts_of_its_own_run(
         await producer.flush()
 
     try:
-        config = LoadConfig(kafka_bootstrap, requests, receipts, wait_s=1.5)
+        config = await load_config(requests, receipts, 1.5, kafka_access, kafka_grants)
         async with asyncio.TaskGroup() as tg:
             worker = tg.create_task(fake_worker())
             run = tg.create_task(

@@ -43,6 +43,7 @@ async def test_sighup_swaps_the_table_under_traffic_and_loses_nothing(
     copy = Path(shutil.copytree(network, tmp_path / "network"))
     stack = Stack(infra, copy, tmp_path / "logs")
     try:
+        await stack.start()
         await stack.carriers()
         worker = await stack.worker(f"reload-{stack.tag}")
         numbers = mobile_numbers(copy, 900, seed=11)

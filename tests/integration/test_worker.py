@@ -18,9 +18,12 @@ import pytest
 from router.contracts import wire
 from router.engine import kafka
 from router.support.infra_settings import InfraSettings
+from router.tools.infra.kafka_acls import Pipeline
 from tests.integration.harness import (
     Proc,
     carriers_args,
+    grant,
+    kafka_admin,
     ledger_totals,
     mobile_numbers,
     outcomes,
@@ -29,6 +32,7 @@ from tests.integration.harness import (
     receipts,
     request_records,
     requests,
+    revoke,
     wait_for_outcomes,
     worker_args,
 )
@@ -39,7 +43,8 @@ pytestmark = pytest.mark.integration
 class Stack:
     """One test's processes, topics and MQTT identities (the carriers' ``carriers-<tag>``,
     each worker's own name, a fleet's ``fleet-<tag>-w<i>``); everything is stopped at
-    the end."""
+    the end. The workers run as the Kafka user ``fleet`` on the test's own topics, granted
+    in ``start`` and revoked in ``close``; the test itself reads and writes as ``admin``."""
 
     def __init__(self, infra: InfraSettings, network: Path, logs: Path) -> None:
         self.infra = infra
@@ -54,6 +59,18 @@ class Stack:
         self.group = f"e2e-{tag}"
         self.ledger = logs / "ledger.json"
         self.procs: list[Proc] = []
+        self.admin = kafka_admin(infra)
+        self.pipeline = Pipeline(
+            self.requests_topic, self.receipts_topic, self.dead_letter_topic,
+            self.attempts_topic, self.group,
+        )  # fmt: skip
+        self.granted = False
+
+    async def start(self) -> Stack:
+        """Grant the test's topics and group to the fleet (and its producer and readers)."""
+        await grant(self.infra, self.pipeline)
+        self.granted = True
+        return self
 
     async def carriers(self, scenario: Path | None = None) -> Proc:
         argv = ["carriers", "--network", str(self.network), "--ledger", str(self.ledger),
@@ -65,21 +82,24 @@ class Stack:
         await p.wait_for("carriers ready")
         return p
 
-    def worker_args(self, name: str, fleet: int | None = None) -> list[str]:
-        """A worker's flags; its MQTT identity is ``name`` (a fleet's: ``<name>-w<i>``)."""
+    def worker_args(self, name: str, fleet: int | None = None, metrics_port: int = 0
+                    ) -> list[str]:  # fmt: skip
+        """A worker's flags; its MQTT identity is ``name`` (a fleet's: ``<name>-w<i>``);
+        /metrics on ``metrics_port`` (0: none)."""
         return [
             "--bootstrap", self.infra.kafka_bootstrap, *worker_args(self.infra, name, fleet),
             "--network", str(self.network),
             "--requests-topic", self.requests_topic, "--receipts-topic", self.receipts_topic,
             "--dead-letter-topic", self.dead_letter_topic, "--group", self.group,
             "--attempts-topic", self.attempts_topic, "--dlr-group", self.group,
-            "--partitions", "6", "--metrics-port", "0",
+            "--partitions", "6", "--metrics-port", str(metrics_port),
             "--instance", name, "--log-format", "json", "--submit-timeout-s", "5",
             "--drain-timeout-s", "15",
         ]  # fmt: skip
 
-    async def worker(self, name: str) -> Proc:
-        p = Proc(name, ["worker", *self.worker_args(name)], self.logs / f"{name}.log").start()
+    async def worker(self, name: str, metrics_port: int = 0) -> Proc:
+        argv = ["worker", *self.worker_args(name, metrics_port=metrics_port)]
+        p = Proc(name, argv, self.logs / f"{name}.log").start()
         self.procs.append(p)
         await p.wait_for("partitions assigned")
         return p
@@ -93,25 +113,36 @@ class Stack:
         return p
 
     async def send(self, reqs: list[wire.SendRequest]) -> set[str]:
-        await produce(self.infra.kafka_bootstrap, self.requests_topic, request_records(reqs))
+        await produce(self.admin, self.requests_topic, request_records(reqs))
         return {r.id for r in reqs}
 
     async def outcomes_for(self, ids: set[str], timeout: float = 120) -> list[wire.Receipt]:
-        rs = await wait_for_outcomes(self.infra.kafka_bootstrap, self.receipts_topic, ids, timeout)
+        rs = await wait_for_outcomes(self.admin, self.receipts_topic, ids, timeout)
         missing = ids - outcomes(rs).keys()
         assert not missing, f"{len(missing)} requests have no outcome, e.g. {sorted(missing)[:3]}"
         return rs
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
+        """Stop the processes (newest first); the grants stay."""
         for p in reversed(self.procs):
             await p.stop()
+        self.procs.clear()
+
+    async def close(self) -> None:
+        """Stop the processes, then revoke the grants."""
+        try:
+            await self.stop()
+        finally:
+            if self.granted:
+                self.granted = False
+                await revoke(self.infra, self.pipeline)
 
 
 @pytest.fixture
 async def stack(infra: InfraSettings, network: Path, tmp_path: Path) -> AsyncIterator[Stack]:
     s = Stack(infra, network, tmp_path)
     try:
-        yield s
+        yield await s.start()
     finally:
         await s.close()
 
@@ -149,7 +180,7 @@ async def test_fleet_routes_20000_requests_and_every_report_becomes_a_receipt(
     published = sum(c["reports_sent"] for c in ledger.values())
     deadline = time.monotonic() + 60
     while True:
-        rs = receipts(await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, idle=1))
+        rs = receipts(await read_topic(stack.admin, stack.receipts_topic, idle=1))
         if len(reports_of(rs, ids)) >= published or time.monotonic() > deadline:
             break
         await asyncio.sleep(1)
@@ -202,12 +233,10 @@ async def test_garbage_goes_to_the_dead_letter_topic_unchanged(stack: Stack, net
             g = GARBAGE[(i // 40) % len(GARBAGE)]
             records.append((f"garbage-{i}".encode(), g))
     garbage = {k: v for k, v in records if k is not None and k.startswith(b"garbage-")}
-    await produce(stack.infra.kafka_bootstrap, stack.requests_topic, records)
+    await produce(stack.admin, stack.requests_topic, records)
 
     await stack.outcomes_for({r.id for r in good})
-    dead = await read_topic(
-        stack.infra.kafka_bootstrap, stack.dead_letter_topic, until=len(garbage)
-    )
+    dead = await read_topic(stack.admin, stack.dead_letter_topic, until=len(garbage))
     assert len(dead) == len(garbage)
     for d in dead:
         assert d.key is not None
@@ -217,7 +246,7 @@ async def test_garbage_goes_to_the_dead_letter_topic_unchanged(stack: Stack, net
     # The headers point at the original: the record at that partition and offset.
     places = [(int(d.headers[wire.DLQ_PARTITION]), int(d.headers[wire.DLQ_OFFSET])) for d in dead]
     assert len(set(places)) == len(dead)
-    async with kafka.Reader(stack.infra.kafka_bootstrap, stack.requests_topic) as reader:
+    async with kafka.Reader(stack.admin, stack.requests_topic) as reader:
         originals = {
             (r.partition, r.offset): (r.key, r.value)
             async for batch in reader.records()
@@ -236,7 +265,7 @@ async def test_sigkill_of_a_worker_loses_nothing(stack: Stack, network: Path) ->
     reqs = requests(mobile_numbers(network, 8_000, seed=11), f"k-{stack.tag}")
     send = asyncio.create_task(stack.send(reqs))
     # Kill it mid-run: once receipts are flowing, with requests still being produced.
-    await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, until=1000, timeout=60)
+    await read_topic(stack.admin, stack.receipts_topic, until=1000, timeout=60)
     victim.signal(signal.SIGKILL)
     ids = await send
     rs = await stack.outcomes_for(ids, timeout=180)
@@ -245,7 +274,7 @@ async def test_sigkill_of_a_worker_loses_nothing(stack: Stack, network: Path) ->
     # twice from its one carrier: reports are re-sent until acknowledged).
     carriers = stack.procs[0]
     assert await carriers.stop() == 0
-    rs = receipts(await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, idle=2))
+    rs = receipts(await read_topic(stack.admin, stack.receipts_topic, idle=2))
     reporters: dict[str, set[str | None]] = {}
     for r in reports_of(rs, ids):
         reporters.setdefault(r.id, set()).add(r.carrier)
@@ -275,11 +304,10 @@ async def test_repeated_ids_across_a_worker_restart_are_answered_not_sent_again(
     assert await first.stop() == 0
     await stack.worker(f"second-{stack.tag}")
     await stack.send(reqs)  # the same records again
-    rs = await read_topic(
-        stack.infra.kafka_bootstrap, stack.receipts_topic, until=2 * len(ids), idle=3, timeout=60
-    )
+    # Until every id has two outcomes (counting records would also count the reports).
+    rs = await wait_for_outcomes(stack.admin, stack.receipts_topic, ids, timeout=60, each=2)
     answers: dict[str, list[wire.Receipt]] = {}
-    for r in receipts(rs):
+    for r in rs:
         if r.status in ("sent", "failed") and r.id in ids:
             answers.setdefault(r.id, []).append(r)
     assert all(len(a) == 2 for a in answers.values()), "every repeat gets an outcome"
@@ -307,8 +335,7 @@ async def test_offline_carrier_traffic_moves_to_fallbacks(
     busiest, _ = Counter(
         x.carrier for v in outcomes(rs).values() for x in v if x.status == "sent"
     ).most_common(1)[0]
-    await stack.close()
-    stack.procs.clear()
+    await stack.stop()
 
     # It goes offline three seconds into a steady stream of requests.
     scenario = tmp_path / "outage.toml"
@@ -360,7 +387,7 @@ async def test_sigterm_during_load_drains_and_exits_zero(
     send = asyncio.create_task(stream())
     # Receipts have started to come: the worker is busy with the stream.
     early = {r.id for r in reqs[:200]}
-    await wait_for_outcomes(stack.infra.kafka_bootstrap, stack.receipts_topic, early, 60)
+    await wait_for_outcomes(stack.admin, stack.receipts_topic, early, 60)
     term_ms = time.time() * 1000
     started = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -371,7 +398,7 @@ async def test_sigterm_during_load_drains_and_exits_zero(
     await send
     await stack.worker(f"second-{stack.tag}")  # picks up from the committed offsets
     await stack.outcomes_for(ids)
-    rs = receipts(await read_topic(stack.infra.kafka_bootstrap, stack.receipts_topic, idle=2))
+    rs = receipts(await read_topic(stack.admin, stack.receipts_topic, idle=2))
     answers = {mid: v for mid, v in outcomes(rs).items() if mid in ids}
     # Requests were in flight at the signal: the first worker answered some after it (the
     # second one was not running yet), and had not answered all before it.

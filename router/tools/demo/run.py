@@ -162,7 +162,7 @@ async def live_run(
     logs = config.out / "logs"
     targets = Prometheus(s).targets_dir
     has_targets = targets if targets.is_dir() else None
-    identities(config)
+    await identities(config)
     await start_fleet(config, network, has_targets, children, console)
     scenario = config.out / "scenario.toml"
     scenario.write_text(scenario_text(carrier, LEAD_S + config.duration / 2,
@@ -179,17 +179,14 @@ async def live_run(
         if workers:
             console.print(f"demo: metrics live at {prom}\n      workers: {' '.join(workers)}")
         prefix = config.id_prefix or f"demo{config.seed}-{secrets.token_hex(3)}-"
-        start_requests = await kafka.end_offsets(s.kafka_bootstrap, config.requests_topic)
-        start_receipts = await kafka.end_offsets(s.kafka_bootstrap, config.receipts_topic)
+        admin = s.secrets().kafka(s.kafka_bootstrap, "admin")
+        start_requests = await kafka.end_offsets(admin, config.requests_topic)
+        start_receipts = await kafka.end_offsets(admin, config.receipts_topic)
         await asyncio.sleep(max(0.0, ready + LEAD_S - time.monotonic()))
         await load(config, plan, prefix, console)
         console.print("demo: reading the run's requests and receipts back from Kafka")
-        requests = await kafka.read_between(
-            s.kafka_bootstrap, config.requests_topic, start_requests
-        )
-        receipts = await kafka.read_between(
-            s.kafka_bootstrap, config.receipts_topic, start_receipts
-        )
+        requests = await kafka.read_between(admin, config.requests_topic, start_requests)
+        receipts = await kafka.read_between(admin, config.receipts_topic, start_receipts)
         outage = (
             Outage(carrier, watch.offline_ms, watch.online_again_ms)
             if watch.offline_ms is not None
@@ -219,8 +216,9 @@ async def start_fleet(
     s = config.infra_settings
     log = config.out / "logs" / "fleet.log"
     console.print(f"demo: supernet fleet --workers {config.workers} (log {log})")
-    await kafka.ensure_topics(s.kafka_bootstrap, [kafka.TopicSpec(config.requests_topic, 12)])
-    skipped = await skip_backlog(s.kafka_bootstrap, config.requests_topic, config.group)
+    admin = s.secrets().kafka(s.kafka_bootstrap, "admin")
+    await kafka.ensure_topics(admin, [kafka.TopicSpec(config.requests_topic, 12)])
+    skipped = await skip_backlog(admin, config.requests_topic, config.group)
     if skipped:
         console.print(
             f"demo: skipped {skipped:,} requests an earlier run left in "
@@ -229,7 +227,7 @@ async def start_fleet(
     fleet = Child("fleet", supernet(*fleet_command(config, network, targets)), log,
                   fresh_log=True)  # fmt: skip
     children.append(fleet)
-    ready = fleet_ready(s.kafka_bootstrap, config.group, instance(), config.workers)
+    ready = fleet_ready(admin, config.group, instance(), config.workers)
     await _ready(fleet, ready, FLEET_START_S, f"ready with {config.workers} workers in its group")
 
 
@@ -244,8 +242,11 @@ async def _ready(child: Child, signal: Awaitable[object], timeout_s: float, what
 async def load(config: DemoConfig, plan: NumberPlan, prefix: str, console: Console) -> None:
     """The load generator at the configured rate; its report goes to OUT/load.json."""
     s = config.infra_settings
+    store = s.secrets()
     load_config = LoadConfig(
-        bootstrap=s.kafka_bootstrap,
+        producer=store.kafka(s.kafka_bootstrap, "producer"),
+        receipts=store.kafka(s.kafka_bootstrap, "receipts"),
+        admin=store.kafka(s.kafka_bootstrap, "admin"),
         requests_topic=config.requests_topic,
         receipts_topic=config.receipts_topic,
         wait_s=config.wait_s,

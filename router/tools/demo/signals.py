@@ -27,7 +27,7 @@ import aiomqtt
 
 from router.contracts import interconnect
 from router.engine import kafka
-from router.support.credentials import MqttAccess
+from router.support.credentials import KafkaAccess, MqttAccess
 
 GROUP_POLL_S = 0.25  # the group's state is only known by asking the broker
 
@@ -90,12 +90,12 @@ class CarrierWatch:
                 self.online_again_ms = now_ms
 
 
-async def fleet_ready(bootstrap: str, group: str, instance: str, workers: int) -> None:
+async def fleet_ready(admin: KafkaAccess, group: str, instance: str, workers: int) -> None:
     """Return once ``group`` is stable with each of the fleet's ``workers`` in it."""
     wanted = {f"supernet-{instance}-w{i}" for i in range(workers)}
     while True:
         try:
-            state, clients = await kafka.group_clients(bootstrap, group)
+            state, clients = await kafka.group_clients(admin, group)
         except kafka.KafkaError:  # e.g. the group's coordinator is still loading
             state, clients = "unknown", []
         if state == "Stable" and wanted <= set(clients):

@@ -22,6 +22,7 @@ from router.core.network import load_network
 from router.core.policy import CLASS_INDEX
 from router.engine import kafka
 from router.engine.settings import WorkerSettings
+from router.support.credentials import KafkaAccess
 from router.support.infra_settings import InfraSettings
 from router.tools import economics
 from router.tools.demo.config import BUSY_SAMPLE, CARRIERS_METRICS_PORT, DemoConfig, DemoError
@@ -112,16 +113,24 @@ ROUTER_IDENTITY = "demo-router"  # the fleet's slot i: demo-router-w<i>
 OBSERVER_IDENTITY = "demo-observer"
 
 
-def identities(config: DemoConfig) -> None:
-    """Provision the run's MQTT identities (once; a running Mosquitto reloads them)."""
+async def identities(config: DemoConfig) -> None:
+    """Provision the run's MQTT identities (once; a running Mosquitto reloads them) and
+    grant its Kafka topics to the fleet, the producer and receipt readers."""
     s = config.infra_settings
     if not s.security:
         return
-    from router.tools.infra import credentials
+    from router.tools.infra import credentials, kafka_acls
 
     credentials.provision(s, "carriers", [CARRIERS_IDENTITY])
     credentials.provision(s, "router", [f"{ROUTER_IDENTITY}-w{i}" for i in range(config.workers)])
     credentials.provision(s, "observer", [OBSERVER_IDENTITY])
+    pipeline = kafka_acls.Pipeline(
+        requests=config.requests_topic,
+        receipts=config.receipts_topic,
+        dead_letter=config.dead_letter_topic,
+        group=config.group,
+    )
+    await kafka_acls.grant(s.secrets().kafka(s.kafka_bootstrap, "admin"), pipeline)
 
 
 def fleet_command(config: DemoConfig, network: Path, targets: Path | None) -> list[str]:
@@ -165,13 +174,13 @@ def carriers_command(
     return argv
 
 
-async def skip_backlog(bootstrap: str, topic: str, group: str) -> int:
+async def skip_backlog(admin: KafkaAccess, topic: str, group: str) -> int:
     """Commit ``group``'s offsets at the end of ``topic``: requests an earlier, interrupted
     run left unanswered are skipped, so this run measures only its own traffic. Returns
     how many were skipped."""
-    counts = await kafka.partition_counts(bootstrap, [topic])
+    counts = await kafka.partition_counts(admin, [topic])
     tps = [kafka.TopicPartition(topic, p) for p in range(counts.get(topic, 0))]
-    consumer = kafka.consumer(bootstrap, group)
+    consumer = kafka.consumer(admin, group)
     await consumer.start()
     try:
         consumer.assign(tps)

@@ -26,13 +26,16 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
-from router.support.credentials import MqttAccess
+from router.support.credentials import SCRAM_MECHANISM as SCRAM
+from router.support.credentials import KafkaAccess, MqttAccess
 from router.support.infra_settings import InfraSettings, host_in_url
 from router.support.procs import InfraError, Managed, port_open
 from router.tools.infra import credentials
 
 TEMPLATES: Traversable = resources.files("router.tools.infra") / "templates"
 """The brokers' config templates: ``<broker>/<file>``, with ``$name`` fields to fill in."""
+NODE_ID = 1  # the single node's id (server.properties node.id)
+SECURED_STAMP = ".supernet-scram"  # in the data directory: formatted with the SCRAM users
 
 
 class Broker(ABC):
@@ -66,6 +69,9 @@ class Broker(ABC):
     @abstractmethod
     def ready(self) -> bool:
         """True once the broker answers a real request."""
+
+    def after_ready(self) -> None:  # noqa: B027 - a hook, empty unless a broker needs it
+        """What `up` does once the broker answers (idempotent): nothing, by default."""
 
     def render(self, template: str, target: Path, **fields: object) -> None:
         """Fill in the ``$name`` fields of ``TEMPLATES/<name>/<template>`` into ``target``."""
@@ -154,49 +160,150 @@ class Kafka(Broker):
         self.copy("log4j2.properties")
         data = self.dir / "data"
         config = self.dir / "server.properties"
+        store = credentials.prepare(self.settings) if self.settings.security else None
         self.render(
             "server.properties",
             config,
             port=self.settings.kafka_port,
             controller_port=self.settings.kafka_controller_port,
             data_dir=data,
+            listeners=self._listeners(store),
         )
+        config.chmod(0o600)  # with security on, it holds the node's password
+        stamp = data / SECURED_STAMP
         if (data / "meta.properties").exists():
-            return
+            if store is None or stamp.exists():
+                return
+            # SCRAM users are written when the storage is formatted: data from before
+            # security was on cannot authenticate anyone. Development data: start afresh.
+            print(f"kafka: {data} was formatted without authentication; starting it afresh")
+            shutil.rmtree(data)
         # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
         cluster_id = ""
         while not cluster_id or cluster_id.startswith("-"):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        users = []
+        if store is not None:
+            for user, password in sorted(store.kafka.items()):
+                users += ["--add-scram", f"{SCRAM}=[name={user},password={password}]"]
         result = subprocess.run(
             [*self.java(), "kafka.tools.StorageTool", "format", "-g",
-             "-t", cluster_id, "-c", str(config)],
+             "-t", cluster_id, "-c", str(config), *users],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if result.returncode != 0:
             raise InfraError(f"kafka: formatting storage failed:\n{result.stdout}{result.stderr}")
+        if store is not None:
+            stamp.write_text("SCRAM users written at format time\n")
+
+    def _listeners(self, store: credentials.Store | None) -> str:
+        """The listener lines: plain text with security off; else SASL_SSL (SCRAM-SHA-512,
+        and PLAIN over TLS for librdkafka before 2.6.1, i.e. Debian 12's kcat, whose SCRAM
+        Kafka 4 refuses) for clients and the node's own traffic, and a controller
+        listener that takes only CA-signed certificates (mutual TLS), with ACLs."""
+        s, host = self.settings, host_in_url(self.settings.host)
+        client = f"{host}:{s.kafka_port}"
+        controller = f"{host}:{s.kafka_controller_port}"
+        if store is None:
+            return "\n".join([
+                "# SUPERNET_SECURITY=off: plain text, no authentication (a baseline only)",
+                f"listeners=PLAINTEXT://{client},CONTROLLER://{controller}",
+                f"advertised.listeners=PLAINTEXT://{client}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ])  # fmt: skip
+        keystore = self._keystore()
+        plain_users = " ".join(
+            f'user_{user}="{store.kafka[user]}"' for user in ("admin", "producer", "receipts")
+        )
+        node_password = store.kafka["kafka-node"]
+        return "\n".join([
+            "# Clients: SASL_SSL. The controller: mutual TLS, only the node's certificate.",
+            f"listeners=CLIENT://{client},CONTROLLER://{controller}",
+            f"advertised.listeners=CLIENT://{client}",
+            "listener.security.protocol.map=CLIENT:SASL_SSL,CONTROLLER:SSL",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=CLIENT",
+            f"sasl.enabled.mechanisms={SCRAM},PLAIN",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM}",
+            "listener.name.client.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="kafka-node" password="{node_password}";',
+            "listener.name.client.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={s.secrets().ca_file}",
+            "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+            "ssl.endpoint.identification.algorithm=https",
+            "listener.name.controller.ssl.client.auth=required",
+            "listener.name.client.ssl.client.auth=none",
+            # the node's certificate CN=kafka-node-<n> is the principal User:kafka-node
+            "ssl.principal.mapping.rules=RULE:^CN=(kafka-node)-[0-9]+$/$1/,DEFAULT",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            "super.users=User:kafka-node;User:admin",
+        ])  # fmt: skip
+
+    def _keystore(self) -> Path:
+        """The node's PEM keystore: its key (unencrypted PKCS#8: Kafka reads no other
+        encryption that the ``cryptography`` package writes), its certificate, the CA."""
+        d = self.settings.secrets_dir
+        cert, key = credentials.ensure_server_cert(d, "kafka-node", self.settings.host,
+                                                   subject=f"kafka-node-{NODE_ID}")  # fmt: skip
+        keystore = d / "kafka-node.pem"
+        data = key.read_bytes() + cert.read_bytes() + self.settings.secrets().ca_file.read_bytes()
+        if not keystore.exists() or keystore.read_bytes() != data:
+            credentials.write_private(keystore, data)
+        return keystore
 
     def argv(self) -> list[str]:
         return [*self.java(), "kafka.Kafka", str(self.dir / "server.properties")]
 
+    def admin(self) -> KafkaAccess:
+        s = self.settings
+        return s.secrets().kafka(s.kafka_bootstrap, "admin")
+
     def ready(self) -> bool:
         if not port_open(self.settings.host, self.port):
             return False
-        return asyncio.run(_kafka_answers(self.settings.kafka_bootstrap))
+        return asyncio.run(_kafka_answers(self.admin()))
+
+    def after_ready(self) -> None:
+        """Create the default pipeline's topics (so a producer, who may not create any,
+        can write at once) and, with security on, grant its ACLs. Idempotent."""
+        asyncio.run(_default_pipeline(self.admin(), self.settings.security))
 
 
-async def _kafka_answers(bootstrap: str) -> bool:
+async def _default_pipeline(admin: KafkaAccess, security: bool) -> None:
+    from router.engine import kafka
+    from router.engine.settings import WorkerSettings
+    from router.tools.infra import kafka_acls
+
+    w = WorkerSettings(instance="infra")
+    await kafka.ensure_pipeline(admin, w.requests_topic, w.receipts_topic,
+                                w.dead_letter_topic, w.attempts(), w.partitions)  # fmt: skip
+    if security:
+        pipeline = kafka_acls.Pipeline(w.requests_topic, w.receipts_topic, w.dead_letter_topic,
+                                       w.attempts(), w.group)  # fmt: skip
+        await kafka_acls.grant(admin, pipeline)
+
+
+async def _kafka_answers(admin: KafkaAccess) -> bool:
     """A metadata request that lists the broker: the broker serves clients."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    client = AIOKafkaAdminClient(**admin.client_kwargs(), request_timeout_ms=3000)
     try:
-        await admin.start()
-        cluster = await admin.describe_cluster()
+        await client.start()
+        cluster = await client.describe_cluster()
         return bool(cluster.get("brokers"))
     except Exception:
         return False
     finally:
-        await admin.close()
+        await client.close()
 
 
 class Mosquitto(Broker):

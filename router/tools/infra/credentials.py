@@ -30,7 +30,6 @@ import base64
 import datetime
 import ipaddress
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -52,6 +51,7 @@ from router.support.credentials import (
     STORE_NAME,
     CredentialsError,
     MqttAccess,
+    check_name,
     tls_context,
 )
 from router.support.infra_settings import InfraSettings
@@ -66,8 +66,8 @@ DEFAULT_IDENTITIES: Final[dict[str, tuple[str, ...]]] = {
     "carriers": ("carriers", *(f"carriers-{i}" for i in range(1, 8))),
     "observer": ("observer",),
 }
-KAFKA_USERS: Final = ("admin", "fleet", "producer", "receipts")
-NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KAFKA_USERS: Final = ("admin", "fleet", "producer", "receipts", "kafka-node")
+"""SCRAM users; ``kafka-node`` is the broker's own (inter-broker) identity, a super user."""
 CA_KEY_NAME: Final = "ca.key"
 SERVER_NAMES: Final = ("localhost",)
 SERVER_IPS: Final = ("127.0.0.1", "::1")
@@ -101,13 +101,11 @@ def write_private(path: Path, data: bytes) -> None:
 # ---- the CA and the brokers' certificates ---------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "supernet (local)"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+def _name(common_name: str, org: bool = True) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if org:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, "supernet (local)"))
+    return x509.Name(attributes)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -158,10 +156,13 @@ def ensure_ca(secrets_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePriv
     return cert, key
 
 
-def ensure_server_cert(secrets_dir: Path, name: str, host: str) -> tuple[Path, Path]:
+def ensure_server_cert(
+    secrets_dir: Path, name: str, host: str, subject: str = ""
+) -> tuple[Path, Path]:
     """``<name>.crt`` and ``<name>.key``: a certificate for 127.0.0.1, ::1, localhost (and
     ``host``), for serving and for the broker's own client connections; (re)issued when
-    missing, signed by another CA, or near its end."""
+    missing, signed by another CA, or near its end. ``subject``: a bare CN instead of
+    ``supernet <name>`` (a Kafka node's name is its principal)."""
     ca_cert, ca_key = ensure_ca(secrets_dir)
     cert_path, key_path = secrets_dir / f"{name}.crt", secrets_dir / f"{name}.key"
     now = datetime.datetime.now(datetime.UTC)
@@ -184,7 +185,7 @@ def ensure_server_cert(secrets_dir: Path, name: str, host: str) -> tuple[Path, P
     sans += [x509.IPAddress(ip) for ip in sorted(ips, key=str)]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"supernet {name}"))
+        .subject_name(_name(subject, org=False) if subject else _name(f"supernet {name}"))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -248,7 +249,8 @@ class Store:
         for user in users:
             check_name(user)
             if user not in self.kafka:
-                self.kafka[user] = secrets.token_urlsafe(24)
+                # hex: Kafka's storage tool parses SCRAM credentials as [name=..,password=..]
+                self.kafka[user] = secrets.token_hex(24)
                 added.append(user)
         return added
 
@@ -264,15 +266,6 @@ class Store:
         if self.report_key:
             lines += ["[fleet]", f'report_key = "{self.report_key}"', ""]
         write_private(self.path, "\n".join(lines).encode())
-
-
-def check_name(name: str) -> None:
-    """An identity name is used in topics and client ids: letters, digits, '.', '_', '-'."""
-    if not NAME.fullmatch(name):
-        raise CredentialsError(
-            f"identity {name[:80]!r}: use 1-64 letters, digits, '.', '_' or '-' "
-            "(it is part of MQTT topics and the client id)"
-        )
 
 
 # ---- Mosquitto's files ----------------------------------------------------------------

@@ -65,6 +65,7 @@ def up(settings: InfraSettings, names: Iterable[str]) -> None:
                 f"{broker.name}: exited during start-up; log {broker.log_file}:\n"
                 f"{_log_tail(broker.log_file)}"
             )
+        broker.after_ready()
         console.print(f"{broker.name}: ready at {broker.address}")
 
 

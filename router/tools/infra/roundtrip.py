@@ -1,6 +1,7 @@
 """A round trip through both brokers: proof that the local infrastructure carries messages.
 
-Kafka: produce N JSON records to a fresh topic, read them back in a consumer group.
+Kafka: produce N JSON records to a fresh topic, read them back in a consumer group (as
+the ``admin`` user, with security on).
 MQTT: publish N messages at QoS 1 and receive them on a subscription (as the ``infra``
 identity, an admin).
 """
@@ -17,7 +18,7 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from router.support.credentials import MqttAccess
+from router.support.credentials import KafkaAccess, MqttAccess
 from router.support.infra_settings import InfraSettings
 
 
@@ -29,16 +30,16 @@ class Trip:
     seconds: float
 
 
-async def kafka_round_trip(bootstrap: str, count: int, deadline_s: float = 60.0) -> Trip:
+async def kafka_round_trip(access: KafkaAccess, count: int, deadline_s: float = 60.0) -> Trip:
     topic = f"supernet.roundtrip.{uuid.uuid4().hex[:12]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**access.client_kwargs())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     finally:
         await admin.close()
     started = time.perf_counter()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(**access.client_kwargs(), linger_ms=5)
     await producer.start()
     try:
         sends = [
@@ -50,7 +51,7 @@ async def kafka_round_trip(bootstrap: str, count: int, deadline_s: float = 60.0)
         await producer.stop()
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **access.client_kwargs(),
         group_id=f"{topic}.reader",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -93,7 +94,7 @@ async def mqtt_round_trip(access: MqttAccess, count: int, deadline_s: float = 60
 
 async def round_trips(settings: InfraSettings, count: int) -> list[Trip]:
     return [
-        await kafka_round_trip(settings.kafka_bootstrap, count),
+        await kafka_round_trip(settings.secrets().kafka(settings.kafka_bootstrap, "admin"), count),
         await mqtt_round_trip(
             settings.secrets().mqtt(settings.host, settings.mqtt_port, "infra"), count
         ),

@@ -34,6 +34,7 @@ from rich.progress import (
 
 from router.contracts.wire import ENCODER, RECEIPT_DECODER
 from router.engine import kafka
+from router.support.credentials import KafkaAccess
 from router.tools.load.pace import Pacer
 from router.tools.load.report import Summary, Tally
 from router.tools.load.traffic import Traffic
@@ -44,7 +45,9 @@ POLL_S = 0.05
 
 @dataclass(frozen=True, slots=True)
 class LoadConfig:
-    bootstrap: str
+    producer: KafkaAccess  # writes the requests (the ``producer`` user)
+    receipts: KafkaAccess  # reads the receipts (the ``receipts`` user)
+    admin: KafkaAccess | None = None  # creates missing topics, if given
     requests_topic: str = "sms.requests"
     receipts_topic: str = "sms.receipts"
     wait_s: float = 30.0
@@ -63,16 +66,18 @@ class _NoProgress:
         pass
 
 
-async def _receipts_consumer(
-    config: LoadConfig, producer: kafka.AIOKafkaProducer
-) -> kafka.AIOKafkaConsumer:
-    """A consumer assigned every partition of the receipts topic, at its current end.
-
-    The partitions come from the producer, whose ``partitions_for`` waits for metadata.
-    """
-    partitions = await producer.partitions_for(config.receipts_topic)
-    tps = [kafka.TopicPartition(config.receipts_topic, p) for p in sorted(partitions)]
-    consumer = kafka.consumer(config.bootstrap, None)
+async def _receipts_consumer(config: LoadConfig) -> kafka.AIOKafkaConsumer:
+    """A consumer assigned every partition of the receipts topic, at its current end."""
+    counts = await kafka.partition_counts(config.receipts, [config.receipts_topic])
+    if not counts.get(config.receipts_topic):
+        raise kafka.KafkaError(
+            f"topic {config.receipts_topic} does not exist, or {config.receipts.describe()} "
+            "may not read it"
+        )
+    tps = [
+        kafka.TopicPartition(config.receipts_topic, p) for p in range(counts[config.receipts_topic])
+    ]
+    consumer = kafka.consumer(config.receipts, None)
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -144,18 +149,19 @@ async def run_load(
     config: LoadConfig, traffic: Traffic, pacer: Pacer, console: Console | None = None
 ) -> Summary:
     """Produce ``pacer.total`` requests at ``pacer.rate``, collect receipts, summarise."""
-    await kafka.ensure_topics(
-        config.bootstrap,
-        [
-            kafka.TopicSpec(config.requests_topic, config.partitions),
-            kafka.TopicSpec(config.receipts_topic, config.partitions),
-        ],
-    )
+    if config.admin is not None:
+        await kafka.ensure_topics(
+            config.admin,
+            [
+                kafka.TopicSpec(config.requests_topic, config.partitions),
+                kafka.TopicSpec(config.receipts_topic, config.partitions),
+            ],
+        )
     tally = Tally()
-    producer = kafka.producer(config.bootstrap)
+    producer = kafka.producer(config.producer)
     await producer.start()
     try:
-        consumer = await _receipts_consumer(config, producer)
+        consumer = await _receipts_consumer(config)
     except BaseException:
         await producer.stop()
         raise

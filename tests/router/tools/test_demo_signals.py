@@ -10,7 +10,7 @@ import pytest
 
 from router.contracts import interconnect
 from router.engine import kafka, settings
-from router.support.credentials import MqttAccess
+from router.support.credentials import KafkaAccess, MqttAccess
 from router.support.infra_settings import InfraSettings
 from router.tools.demo import signals, steps
 from router.tools.demo.config import DemoConfig
@@ -42,16 +42,16 @@ async def test_the_fleet_is_ready_when_its_group_is_stable_with_all_its_workers(
         ("Stable", ["supernet-f-w0", "supernet-old-w1"]),  # a member of another fleet
         ("Stable", ["supernet-f-w1", "supernet-f-w0"]),
     ])  # fmt: skip
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
 
-    async def group_clients(bootstrap: str, group: str) -> tuple[str, list[str]]:
-        asked.append(group)
+    async def group_clients(access: KafkaAccess, group: str) -> tuple[str, list[str]]:
+        asked.append((access.username, group))
         return next(answers)
 
     monkeypatch.setattr(kafka, "group_clients", group_clients)
     monkeypatch.setattr(signals, "GROUP_POLL_S", 0.0)
-    await signals.fleet_ready("b:1", "g", "f", 2)
-    assert asked == ["g", "g", "g"]
+    await signals.fleet_ready(KafkaAccess("b:1", "admin", "pw"), "g", "f", 2)
+    assert asked == [("admin", "g")] * 3
 
 
 def test_the_fleet_command_carries_every_setting_the_demo_chooses(tmp_path: Path) -> None:

@@ -25,7 +25,11 @@ def test_every_template_is_package_data() -> None:
 @pytest.mark.parametrize(
     ("broker", "template", "fields"),
     [
-        (Kafka, "server.properties", {"port": 1, "controller_port": 2, "data_dir": "/d"}),
+        (
+            Kafka,
+            "server.properties",
+            {"port": 1, "controller_port": 2, "data_dir": "/d", "listeners": "listeners=x"},
+        ),
         (
             Mosquitto,
             "mosquitto.conf",
