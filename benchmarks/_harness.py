@@ -68,6 +68,12 @@ class Procs:
         found = [p for n, p in self.procs if n == name]
         return found[-1] if found else None
 
+    def pid(self, name: str) -> int:
+        """The pid of the latest process started under ``name``."""
+        proc = self.get(name)
+        assert proc is not None, f"{name} was not started"
+        return proc.pid
+
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -124,6 +130,44 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             out += [int(c) for c in task.read_text().split()]
     return out
+
+
+CLOCK_TICKS: float = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int, descendants: bool = True) -> float:
+    """CPU seconds (user and system) that ``pid`` (and its live descendants) have used,
+    from /proc (0 for a process that is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()  # from field 3, "state", on
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return own + (sum(cpu_s(c) for c in children(pid)) if descendants else 0.0)
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per named process tree, read from /proc: what a benchmark step cost
+    each part of the system (workers, carriers, brokers), and ``load``: this process
+    alone (a benchmark runs its load generator in-process)."""
+
+    pids: dict[str, int]
+
+    def read(self) -> dict[str, float]:
+        trees = {name: cpu_s(pid) for name, pid in self.pids.items()}
+        return trees | {"load": cpu_s(os.getpid(), descendants=False)}
+
+    @staticmethod
+    def per_message(before: dict[str, float], after: dict[str, float], messages: int
+                    ) -> dict[str, float]:  # fmt: skip
+        """Microseconds of CPU per message for each process between two ``read``s, and
+        their ``total``."""
+        if messages <= 0:
+            return {}
+        us = {k: (after[k] - before[k]) * 1e6 / messages for k in before if k in after}
+        return us | {"total": sum(us.values())}
 
 
 def cmdline(pid: int) -> list[str]:
