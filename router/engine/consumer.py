@@ -7,8 +7,14 @@ so that outcomes that finish after a partition was revoked (and maybe assigned b
 never touch the new bookkeeping.
 
 On assignment (``Rebalance``) it restores the partitions' recent attempts from the
-attempts log before any record of theirs is handled: a record fetched meanwhile is put
-back (``seek``) and read again once its partition is assigned. On revocation it waits
+attempts log before any record of theirs is handled. The restore runs as a task, with
+the partitions paused, not inside aiokafka's assignment callback: aiokafka heartbeats only
+once the callback has returned, so a restore longer than the session timeout inside it
+got the member expelled from the group while it went on to route the partitions' records
+as their owner, next to the member they were given to (the chaos benchmark caught one
+message accepted by two carriers that way). A record fetched before its partition's
+restore is done is put back (``seek``) and read again. On revocation it cancels the
+partitions' restore if one runs, then waits
 (up to ``REVOKE_DRAIN_S``, woken by the offset tracker, not by polling) for the
 partitions' records in flight, commits what is committable and forgets them.
 
@@ -79,6 +85,7 @@ class RequestIntake:
         self.revoke_drain_s = revoke_drain_s
         self.generation: dict[kafka.TopicPartition, int] = {}  # tp -> its assignment's key
         self._generations = 0
+        self._restores: dict[asyncio.Task[None], set[kafka.TopicPartition]] = {}
         self.paused = False
         self.fatal: BaseException | None = None  # set by a callback that cannot raise
 
@@ -88,8 +95,36 @@ class RequestIntake:
         for tp in assigned:
             self._generations += 1
             self.generation[tp] = self._generations
-        self.paused = False
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    def begin_restore(self, assigned: set[kafka.TopicPartition]) -> None:
+        """Pause ``assigned`` and restore their attempts in a task; then they are ours
+        (``assign``) and fetched again (unless backpressure holds every partition)."""
+        if not assigned:
+            return
+        self.consumer.pause(*assigned)
+        task = asyncio.get_running_loop().create_task(self._restore_then_assign(assigned))
+        self._restores[task] = set(assigned)
+        task.add_done_callback(self._restores.pop)
+
+    async def _restore_then_assign(self, assigned: set[kafka.TopicPartition]) -> None:
+        try:
+            await self.restore(assigned)
+        except Exception as e:  # without the attempts no record of these partitions may
+            self.fatal = e  # be routed: stop the worker, loudly (``run`` raises)
+            return
+        self.assign(assigned)
+        if not self.paused:
+            self.consumer.resume(*(assigned & self.consumer.assignment()))
+
+    async def cancel_restores(self, partitions: set[kafka.TopicPartition] | None = None) -> None:
+        """Cancel the restores of ``partitions`` (None: all) and wait for them to end."""
+        tasks = [t for t, tps in self._restores.items() if partitions is None or tps & partitions]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def restore(self, assigned: set[kafka.TopicPartition]) -> None:
         """Read the assigned partitions' attempts of the dedupe window back into memory."""
@@ -111,6 +146,7 @@ class RequestIntake:
                  records=total, seconds=round(loop.time() - started, 3))  # fmt: skip
 
     async def revoke(self, revoked: set[kafka.TopicPartition]) -> None:
+        await self.cancel_restores(revoked)
         tracker = self.tracker
         keys = [(tp, self.generation[tp]) for tp in revoked if tp in self.generation]
         with contextlib.suppress(TimeoutError):
@@ -171,6 +207,7 @@ class RequestIntake:
                 observe(pipeline.decision_time / pipeline.decisions)
                 pipeline.decision_time = 0.0
                 pipeline.decisions = 0
+        await self.cancel_restores()
         log.info("intake stopped", in_flight=tracker.in_flight)
 
     def _backpressure(self) -> None:
@@ -182,7 +219,8 @@ class RequestIntake:
             self.paused = True
             self.metrics.paused_partitions.set(len(consumer.assignment()))
         elif self.paused and in_flight < int(self.max_in_flight * RESUME_AT) and not held:
-            consumer.resume(*consumer.assignment())
+            # Only partitions whose attempts are restored: the others resume after theirs.
+            consumer.resume(*(tp for tp in consumer.assignment() if tp in self.generation))
             self.paused = False
             self.metrics.paused_partitions.set(0)
 
@@ -192,8 +230,8 @@ class RequestIntake:
         for tp, records in batches.items():
             gen = generation.get(tp)
             if gen is None:
-                # Not ours yet (aiokafka fetches as soon as a partition is assigned, while
-                # its attempts are still being restored) or not ours any more (revoked):
+                # Not ours yet (fetched before its restore paused it: its attempts are
+                # still being restored) or not ours any more (revoked):
                 # handling these now could send a message to a carrier the attempts log
                 # does not know of. Read them again once assigned.
                 with contextlib.suppress(kafka.KafkaError, ValueError, AssertionError):
@@ -216,9 +254,4 @@ class Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         await self.intake.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
-        try:
-            await self.intake.restore(assigned)
-        except Exception as e:  # aiokafka would log and go on: without the attempts, no
-            self.intake.fatal = e  # record of these partitions may be routed, so stop
-            return
-        self.intake.assign(assigned)
+        self.intake.begin_restore(assigned)  # returns at once: aiokafka heartbeats after

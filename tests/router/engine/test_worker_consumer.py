@@ -117,6 +117,8 @@ class Shell:
         for tp in tps:
             self.consumer.position.setdefault(tp, 0)
         await self.rebalance.on_partitions_assigned(set(tps))
+        if self.restoring.is_set() and self.restore_error is None:  # the restore can end
+            await until(lambda: all(tp in self.intake.generation for tp in tps))
 
     @property
     def outcomes(self) -> list[Any]:
@@ -285,18 +287,59 @@ async def test_records_of_a_partition_being_restored_wait_for_its_attempts() -> 
     shell.consumer.add(TP, request("m1", to=GB_MULTI))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(shell.intake.run())
-        assigning = tg.create_task(shell.rebalance.on_partitions_assigned({TP}))
-        await until(lambda: len(shell.consumer.seeks) >= 2)
-        assert shell.consumer.seeks[0] == (TP, 0)  # put back, not handled
+        await until(lambda: shell.consumer.polls >= 2)  # fetched, not ours yet: put back
+        assert shell.consumer.seeks[0] == (TP, 0)
+        # The callback returns at once (aiokafka heartbeats only after it), the partition
+        # paused while its attempts are read.
+        async with asyncio.timeout(1):
+            await shell.rebalance.on_partitions_assigned({TP})
+        polls = shell.consumer.polls
+        await until(lambda: shell.consumer.polls >= polls + 5)
+        assert TP in shell.consumer.paused
+        assert TP not in shell.intake.generation
         assert shell.world.tracker.in_flight == 0
         shell.restoring.set()
-        await assigning
         await until(lambda: len(shell.outcomes) == 1)
+        assert TP not in shell.consumer.paused
         shell.stop.set()
     [receipt] = shell.world.sink.receipts
     assert (receipt.status, receipt.carrier) == ("sent", "gb-ee")  # answered, not sent again
     assert shell.world.link.submits == []
     assert sample(shell, "supernet_attempts_restored_total") == 1
+
+
+async def test_a_revoke_during_a_restore_cancels_it_and_the_partition_stays_unrouted() -> None:
+    shell = Shell()
+    shell.restoring.clear()  # the attempts log does not answer
+    shell.consumer.add(TP, request("m1", to=GB_MULTI))
+    await shell.assign(TP)
+    assert TP in shell.consumer.paused
+    async with asyncio.timeout(1):
+        await shell.rebalance.on_partitions_revoked({TP})
+    shell.restoring.set()
+    shell.consumer.paused.discard(TP)  # a new owner's fetch, say: still not ours here
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(shell.intake.run())
+        await until(lambda: shell.consumer.polls >= 5)
+        shell.stop.set()
+    assert TP not in shell.intake.generation
+    assert shell.world.tracker.in_flight == 0
+    assert shell.outcomes == []
+
+
+async def test_backpressure_resumes_only_partitions_whose_attempts_are_restored() -> None:
+    shell = Shell()
+    restored, restoring = TP, type(TP)(TP.topic, TP.partition + 1)
+    await shell.assign(restored)
+    shell.restoring.clear()
+    await shell.assign(restoring)
+    shell.intake.paused = True  # backpressure had paused every partition
+    shell.consumer.pause(restored, restoring)
+    shell.intake._backpressure()  # nothing in flight: resume
+    assert shell.consumer.paused == {restoring}
+    shell.restoring.set()
+    await until(lambda: restoring in shell.intake.generation)
+    await shell.intake.cancel_restores()
 
 
 async def test_a_failed_restore_stops_intake_loudly() -> None:
