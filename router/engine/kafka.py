@@ -12,6 +12,7 @@ broker with plain clients, and ``router.tools.infra.kafka_acls``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,21 +137,32 @@ async def partition_counts(access: KafkaAccess, topics: Iterable[str]) -> dict[s
 
 
 async def read_partitions_since(
-    access: KafkaAccess, tps: Iterable[TopicPartition], since_ms: int, client_id: str
-) -> dict[TopicPartition, list[bytes]]:
+    access: KafkaAccess, tps: Iterable[TopicPartition], since_ms: int, client_id: str,
+    phases: dict[str, float] | None = None,
+) -> dict[TopicPartition, list[bytes]]:  # fmt: skip
     """Per partition, every value written at or after ``since_ms`` (ms since the epoch),
     up to the partition's end when called. One short-lived consumer per topic, outside any
-    group."""
+    group. ``phases``, if given, gets the seconds spent starting the reader (``start``),
+    finding the offsets (``offsets``) and reading (``read``), summed over topics."""
     wanted = list(tps)
     out: dict[TopicPartition, list[bytes]] = {tp: [] for tp in wanted}
+    took = phases if phases is not None else {}
+    clock = time.monotonic
     for topic in sorted({tp.topic for tp in wanted}):
         partitions = [tp.partition for tp in wanted if tp.topic == topic]
+        began = clock()
         async with Reader(access, topic, partitions, client_id) as reader:
+            started = clock()
             ends = await reader.end_offsets()
             start = await reader.offsets_at(since_ms)
+            found = clock()
             async for batch in reader.records(start, ends):
                 values = out[TopicPartition(topic, batch[0].partition)]
                 values += [record.value for record in batch if record.value is not None]
+            read = clock()
+        for name, seconds in (("start", started - began), ("offsets", found - started),
+                              ("read", read - found)):  # fmt: skip
+            took[name] = took.get(name, 0.0) + seconds
     return out
 
 

@@ -59,6 +59,7 @@ log = structlog.get_logger("router.engine.worker")
 TIMER_S = 0.01  # submit timeouts are looked at this often
 HELD_S = 0.1  # held requests are tried again this often
 GAUGES_S = 1.0
+SLOW_RESTORE_S = 5.0  # a restore this slow is logged with its phases
 
 
 class Flushable(Protocol):
@@ -106,12 +107,18 @@ class Worker:
         """The attempts log's records of the dedupe window, per requests partition."""
         s = self.settings
         since = time.time_ns() // 1_000_000 - int(s.dedupe_window_s * 1000)
+        phases: dict[str, float] = {}
         found = await kafka.read_partitions_since(
             s.kafka(),
             [kafka.TopicPartition(s.attempts(), p) for p in partitions],
             since,
             client_id=f"supernet-{s.instance}-restore",
+            phases=phases,
         )
+        if sum(phases.values()) > SLOW_RESTORE_S:
+            # Some restores have stalled for 30 s (benchmarks README, chaos): say where.
+            log.warning("slow attempts restore", partitions=partitions,
+                        **{f"{k}_s": round(v, 3) for k, v in phases.items()})  # fmt: skip
         return {tp.partition: values for tp, values in found.items()}
 
     # -- running ------------------------------------------------------------------------
