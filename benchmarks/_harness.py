@@ -269,13 +269,13 @@ def observer(settings: InfraSettings, name: str) -> MqttAccess:
 
 def kafka_admin(settings: InfraSettings) -> KafkaAccess:
     """The Kafka of ``settings`` as ``admin``: the benchmark's own clients."""
-    return settings.secrets().kafka(settings.kafka_bootstrap, "admin")
+    return settings.kafka("admin")
 
 
 def kafka_user(settings: InfraSettings, user: str) -> KafkaAccess:
     """The Kafka of ``settings`` as SCRAM user ``user`` (``fleet``, ``producer``,
     ``receipts``); plain text without credentials with security off."""
-    return settings.secrets().kafka(settings.kafka_bootstrap, user)
+    return settings.kafka(user)
 
 
 async def grant(settings: InfraSettings, pipeline: Pipeline) -> None:

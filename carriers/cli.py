@@ -259,8 +259,7 @@ def _carriers(args: argparse.Namespace) -> int:
         return 2
     # A process restarted on its journal keeps its name: routers' acks and retained
     # directory entries then still refer to it.
-    raw_id = args.host_id or (journal.last_host if journal is not None else None) or "carriers"
-    host_id = raw_id
+    host_id = args.host_id or (journal.last_host if journal is not None else None) or "carriers"
     try:
         check_name(host_id)
         mqtt = Secrets(args.secrets_dir, args.security == "on").mqtt(

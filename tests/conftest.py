@@ -45,7 +45,7 @@ def kafka_bootstrap(infra: InfraSettings) -> str:
 def kafka_admin(infra: InfraSettings) -> KafkaAccess:
     """The test Kafka as ``admin`` (a super user; plain text without credentials with
     security off): the tests' own clients."""
-    return infra.secrets().kafka(infra.kafka_bootstrap, "admin")
+    return infra.kafka("admin")
 
 
 KafkaUser = Callable[[str], KafkaAccess]
@@ -57,7 +57,7 @@ def kafka_access(infra: InfraSettings) -> KafkaUser:
     ``producer``, ``receipts``, ``admin``), its password from the store."""
 
     def make(user: str) -> KafkaAccess:
-        return infra.secrets().kafka(infra.kafka_bootstrap, user)
+        return infra.kafka(user)
 
     return make
 

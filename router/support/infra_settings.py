@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from router.support.credentials import SECRETS_DIR_NAME, Secrets, parse_security
+from router.support.credentials import SECRETS_DIR_NAME, KafkaAccess, Secrets, parse_security
 
 STATE_DIR_NAME = ".supernet"
 
@@ -86,6 +86,10 @@ class InfraSettings:
     @property
     def kafka_bootstrap(self) -> str:
         return f"{host_in_url(self.host)}:{self.kafka_port}"
+
+    def kafka(self, user: str) -> KafkaAccess:
+        """How ``user`` reaches this Kafka (its password from the credentials store)."""
+        return self.secrets().kafka(self.kafka_bootstrap, user)
 
     @property
     def mqtt_url(self) -> str:

@@ -105,12 +105,12 @@ def worker_args(infra: InfraSettings, mqtt_user: str, fleet: int | None = None) 
 
 def kafka_admin(infra: InfraSettings) -> KafkaAccess:
     """The Kafka of ``infra`` as ``admin``, the operator: the tests' own clients."""
-    return infra.secrets().kafka(infra.kafka_bootstrap, "admin")
+    return infra.kafka("admin")
 
 
 def kafka_user(infra: InfraSettings, user: str) -> KafkaAccess:
     """The Kafka of ``infra`` as SCRAM user ``user`` (its password from the store)."""
-    return infra.secrets().kafka(infra.kafka_bootstrap, user)
+    return infra.kafka(user)
 
 
 async def grant(infra: InfraSettings, pipeline: Pipeline) -> None:

@@ -179,7 +179,7 @@ async def live_run(
         if workers:
             console.print(f"demo: metrics live at {prom}\n      workers: {' '.join(workers)}")
         prefix = config.id_prefix or f"demo{config.seed}-{secrets.token_hex(3)}-"
-        admin = s.secrets().kafka(s.kafka_bootstrap, "admin")
+        admin = s.kafka("admin")
         start_requests = await kafka.end_offsets(admin, config.requests_topic)
         start_receipts = await kafka.end_offsets(admin, config.receipts_topic)
         await asyncio.sleep(max(0.0, ready + LEAD_S - time.monotonic()))
@@ -216,7 +216,7 @@ async def start_fleet(
     s = config.infra_settings
     log = config.out / "logs" / "fleet.log"
     console.print(f"demo: supernet fleet --workers {config.workers} (log {log})")
-    admin = s.secrets().kafka(s.kafka_bootstrap, "admin")
+    admin = s.kafka("admin")
     await kafka.ensure_topics(admin, [kafka.TopicSpec(config.requests_topic, 12)])
     skipped = await skip_backlog(admin, config.requests_topic, config.group)
     if skipped:
@@ -242,11 +242,10 @@ async def _ready(child: Child, signal: Awaitable[object], timeout_s: float, what
 async def load(config: DemoConfig, plan: NumberPlan, prefix: str, console: Console) -> None:
     """The load generator at the configured rate; its report goes to OUT/load.json."""
     s = config.infra_settings
-    store = s.secrets()
     load_config = LoadConfig(
-        producer=store.kafka(s.kafka_bootstrap, "producer"),
-        receipts=store.kafka(s.kafka_bootstrap, "receipts"),
-        admin=store.kafka(s.kafka_bootstrap, "admin"),
+        producer=s.kafka("producer"),
+        receipts=s.kafka("receipts"),
+        admin=s.kafka("admin"),
         requests_topic=config.requests_topic,
         receipts_topic=config.receipts_topic,
         wait_s=config.wait_s,

@@ -130,7 +130,7 @@ async def identities(config: DemoConfig) -> None:
         dead_letter=config.dead_letter_topic,
         group=config.group,
     )
-    await kafka_acls.grant(s.secrets().kafka(s.kafka_bootstrap, "admin"), pipeline)
+    await kafka_acls.grant(s.kafka("admin"), pipeline)
 
 
 def fleet_command(config: DemoConfig, network: Path, targets: Path | None) -> list[str]:

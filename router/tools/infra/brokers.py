@@ -263,8 +263,7 @@ class Kafka(Broker):
         return [*self.java(), "kafka.Kafka", str(self.dir / "server.properties")]
 
     def admin(self) -> KafkaAccess:
-        s = self.settings
-        return s.secrets().kafka(s.kafka_bootstrap, "admin")
+        return self.settings.kafka("admin")
 
     def ready(self) -> bool:
         if not port_open(self.settings.host, self.port):

@@ -94,7 +94,7 @@ async def mqtt_round_trip(access: MqttAccess, count: int, deadline_s: float = 60
 
 async def round_trips(settings: InfraSettings, count: int) -> list[Trip]:
     return [
-        await kafka_round_trip(settings.secrets().kafka(settings.kafka_bootstrap, "admin"), count),
+        await kafka_round_trip(settings.kafka("admin"), count),
         await mqtt_round_trip(
             settings.secrets().mqtt(settings.host, settings.mqtt_port, "infra"), count
         ),
