@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.contracts import wire
 from router.engine import kafka
@@ -36,6 +38,7 @@ from tests.integration.harness import (
     wait_for_outcomes,
     worker_args,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -364,30 +367,44 @@ async def test_offline_carrier_traffic_moves_to_fallbacks(
     assert len(sent) > 0.9 * len(stream)
 
 
+def in_flight(port: int) -> float:
+    """The worker's ``supernet_in_flight`` gauge, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        families = text_string_to_metric_families(r.read().decode())
+    return sum(s.value for f in families if f.name == "supernet_in_flight" for s in f.samples)
+
+
 async def test_sigterm_during_load_drains_and_exits_zero(
     stack: Stack, network: Path, tmp_path: Path
 ) -> None:
-    """SIGTERM while requests are in flight (carriers answer three times slower than usual
+    """SIGTERM while requests are in flight (carriers answer ten times slower than usual
     and requests keep coming): the worker stops intake, answers what it holds, commits and
     exits 0; the next worker answers the rest, and no request is answered twice."""
+    # Ten times slower: a submit takes ~300 ms (up to 3 s), so hundreds are in flight while
+    # the stream runs.
     slow = tmp_path / "slow.toml"
     slow.write_text(
-        'name = "slow"\n[[events]]\nkind = "latency_spike"\nat = 0\ncarriers = "*"\nfactor = 3.0\n'
+        'name = "slow"\n[[events]]\nkind = "latency_spike"\nat = 0\ncarriers = "*"\nfactor = 10.0\n'
     )
     await stack.carriers(slow)
-    first = await stack.worker(f"first-{stack.tag}")
+    port = free_port()
+    first = await stack.worker(f"first-{stack.tag}", metrics_port=port)
     reqs = requests(mobile_numbers(network, 6_000, seed=17), f"t-{stack.tag}")
     ids = {r.id for r in reqs}
 
-    async def stream() -> None:  # ~6 s of traffic
-        for i in range(0, len(reqs), 500):
-            await stack.send(reqs[i : i + 500])
+    async def stream() -> None:  # ~8 s of traffic
+        for i in range(0, len(reqs), 400):
+            await stack.send(reqs[i : i + 400])
             await asyncio.sleep(0.5)
 
     send = asyncio.create_task(stream())
-    # Receipts have started to come: the worker is busy with the stream.
-    early = {r.id for r in reqs[:200]}
-    await wait_for_outcomes(stack.admin, stack.receipts_topic, early, 60)
+    # The signal comes when the worker's own gauge says it holds at least 100 submits in
+    # flight, not at a moment chosen by the clock or by receipts read back (both let it land
+    # in a gap between batches, with nothing in flight, on a slow machine).
+    async with asyncio.timeout(60):
+        while await asyncio.to_thread(in_flight, port) < 100:
+            assert not send.done(), "the stream ended and the worker never held 100 in flight"
+            await asyncio.sleep(0.05)
     term_ms = time.time() * 1000
     started = time.monotonic()
     first.signal(signal.SIGTERM)
