@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -227,7 +228,10 @@ class RequestIntake:
     def _take(self, batches: dict[Any, list[Any]]) -> None:
         take = self.pipeline.take
         generation = self.generation
+        now_ms = time.time() * 1000
+        delay = self.metrics.intake_delay_seconds.observe
         for tp, records in batches.items():
+            delay(max(0.0, now_ms - records[0].timestamp) / 1000)
             gen = generation.get(tp)
             if gen is None:
                 # Not ours yet (fetched before its restore paused it: its attempts are

@@ -12,8 +12,10 @@ broker with plain clients, and ``router.tools.infra.kafka_acls``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +49,30 @@ __all__ = [
     "end_offsets",
     "ensure_topics",
     "group_clients",
+    "let_go",
     "partition_counts",
     "producer",
     "read_between",
     "read_partitions_since",
 ]
+
+
+CLOSE_S = 0.5
+"""How long closing a client waits for its connections to end. aiokafka's close waits for
+each connection's ``connection_lost``; over TLS the event loop first waits for the
+broker's close_notify, up to its ``ssl_shutdown_timeout`` of 30 s, and the broker
+sometimes never sends it (1 close in 12 on this machine, measured): that was the 30-s
+stall of attempts restores seen with security on. Past the bound the rest of the close
+goes on in the background (the loop aborts the socket when its own timeout ends)."""
+
+
+async def let_go(close: Callable[[], Awaitable[object]], limit_s: float = CLOSE_S) -> None:
+    """``close()`` an aiokafka client (``stop`` or ``close``), waiting at most ``limit_s``
+    for it (``CLOSE_S``). Only for a client with nothing left to send: a producer is
+    flushed first (``producer.flush()``), since its ``stop`` sends what is pending."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit_s):
+            await close()
 
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024
@@ -133,7 +154,7 @@ async def partition_counts(access: KafkaAccess, topics: Iterable[str]) -> dict[s
             if not d["error_code"]
         }
     finally:
-        await admin.close()
+        await let_go(admin.close)
 
 
 async def read_partitions_since(
@@ -143,7 +164,8 @@ async def read_partitions_since(
     """Per partition, every value written at or after ``since_ms`` (ms since the epoch),
     up to the partition's end when called. One short-lived consumer per topic, outside any
     group. ``phases``, if given, gets the seconds spent starting the reader (``start``),
-    finding the offsets (``offsets``) and reading (``read``), summed over topics."""
+    finding the offsets (``offsets``), reading (``read``) and closing it (``close``), summed
+    over topics."""
     wanted = list(tps)
     out: dict[TopicPartition, list[bytes]] = {tp: [] for tp in wanted}
     took = phases if phases is not None else {}
@@ -160,8 +182,9 @@ async def read_partitions_since(
                 values = out[TopicPartition(topic, batch[0].partition)]
                 values += [record.value for record in batch if record.value is not None]
             read = clock()
+        closed = clock()
         for name, seconds in (("start", started - began), ("offsets", found - started),
-                              ("read", read - found)):  # fmt: skip
+                              ("read", read - found), ("close", closed - read)):  # fmt: skip
             took[name] = took.get(name, 0.0) + seconds
     return out
 
@@ -189,7 +212,7 @@ async def ensure_topics(access: KafkaAccess, topics: Iterable[TopicSpec]) -> Non
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise KafkaError(f"could not create topic {name}: error code {code}")
     finally:
-        await admin.close()
+        await let_go(admin.close)
 
 
 # ---- reading a topic back between offsets --------------------------------------------
@@ -240,12 +263,12 @@ class Reader:
             if self.tps:
                 self.consumer.assign(self.tps)
         except BaseException:
-            await self.consumer.stop()
+            await let_go(self.consumer.stop)
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
+        await let_go(self.consumer.stop)
 
     async def end_offsets(self) -> dict[int, int]:
         """Per partition, the offset the next record written to it will get."""
@@ -360,7 +383,7 @@ async def group_clients(access: KafkaAccess, group: str) -> tuple[str, list[str]
     try:
         [response] = await admin.describe_consumer_groups([group])
     finally:
-        await admin.close()
+        await let_go(admin.close)
     # DescribeGroups v0 to v3: (error_code, group, state, protocol_type, protocol,
     # members), each member (member_id, client_id, client_host, metadata, assignment).
     error_code, _, state, _, _, members, *_ = response.groups[0]

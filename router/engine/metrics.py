@@ -16,6 +16,7 @@ BREAKER_VALUES = {"closed": 0, "half_open": 1, "probing": 1, "open": 2}
 
 FAST_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 1e-2)
 SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0)
 
 
 class Metrics:
@@ -49,6 +50,20 @@ class Metrics:
             "supernet_submit_seconds",
             "Time from submit to the carrier's result.",
             buckets=SUBMIT_BUCKETS,
+            registry=registry,
+        )
+        self.intake_delay_seconds = Histogram(
+            "supernet_intake_delay_seconds",
+            "Time from a request's Kafka timestamp to the worker taking it (the oldest "
+            "record of each fetched partition batch: one observation per batch).",
+            buckets=DELAY_BUCKETS,
+            registry=registry,
+        )
+        self.kafka_ack_seconds = Histogram(
+            "supernet_kafka_ack_seconds",
+            "Time from handing a batch of attempts or receipts to the Kafka producer to its "
+            "acknowledgement (one observation per batch).",
+            buckets=DELAY_BUCKETS,
             registry=registry,
         )
         self.receipts = Counter(

@@ -27,6 +27,7 @@ Attempt records go to the partition number of their request's partition.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -66,12 +67,14 @@ class KafkaSink:
         attempts_topic: str = "sms.attempts",
         on_state: Callable[[bool], None] | None = None,
         backoff: Backoff | None = None,
+        on_ack_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self.producer = producer
         self.receipts_topic = receipts
         self.dead_letter_topic = dead_letter
         self.attempts_topic = attempts_topic
         self.on_state = on_state or (lambda up: None)
+        self.on_ack_seconds = on_ack_seconds or (lambda seconds: None)  # per batch
         self._queue: deque[Entry] = deque()
         self._dead: deque[tuple[bytes | None, bytes | None, list[tuple[str, bytes]], Done]] = (
             deque()
@@ -205,10 +208,12 @@ class KafkaSink:
 
     def _track(self, future: asyncio.Future[Any], entries: list[Entry]) -> None:
         self.unacked += 1
-        future.add_done_callback(lambda f: self._acked(f, entries))
+        handed = time.monotonic()
+        future.add_done_callback(lambda f: self._acked(f, entries, handed))
 
-    def _acked(self, future: asyncio.Future[Any], entries: list[Entry]) -> None:
+    def _acked(self, future: asyncio.Future[Any], entries: list[Entry], handed: float) -> None:
         self.unacked -= 1
+        self.on_ack_seconds(time.monotonic() - handed)
         error = self._error(future)
         if error is not None:
             self._retry(error, entries)

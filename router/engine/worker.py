@@ -60,6 +60,7 @@ TIMER_S = 0.01  # submit timeouts are looked at this often
 HELD_S = 0.1  # held requests are tried again this often
 GAUGES_S = 1.0
 SLOW_RESTORE_S = 5.0  # a restore this slow is logged with its phases
+CONSUMER_CLOSE_S = 5.0  # the group consumer's stop (leave the group), at most
 
 
 class Flushable(Protocol):
@@ -116,7 +117,8 @@ class Worker:
             phases=phases,
         )
         if sum(phases.values()) > SLOW_RESTORE_S:
-            # Some restores have stalled for 30 s (benchmarks README, chaos): say where.
+            # Restores used to stall for 30 s closing the reader (TLS, kafka.CLOSE_S): a
+            # slow one says where its time went.
             log.warning("slow attempts restore", partitions=partitions,
                         **{f"{k}_s": round(v, 3) for k, v in phases.items()})  # fmt: skip
         return {tp.partition: values for tp, values in found.items()}
@@ -140,10 +142,16 @@ class Worker:
         refused = self.metrics.interconnect_refused
         async with contextlib.AsyncExitStack() as stack:
             await producer.start()
-            stack.push_async_callback(producer.stop)
+
+            async def stop_producer() -> None:  # what is pending goes out first
+                await producer.flush()
+                await kafka.let_go(producer.stop)
+
+            stack.push_async_callback(stop_producer)
             sink = KafkaSink(
                 producer, s.receipts_topic, s.dead_letter_topic, s.attempts(),
                 on_state=lambda up: connected.labels("kafka").set(int(up)),
+                on_ack_seconds=self.metrics.kafka_ack_seconds.observe,
             )  # fmt: skip
             connected.labels("kafka").set(1)
             # The transport's outbox first, then the pipeline that submits into it, then
@@ -185,7 +193,9 @@ class Worker:
                     await link.wait_ready()
                 consumer = self._consumer()
                 await consumer.start()
-                stack.push_async_callback(consumer.stop)
+                # Long enough to leave the group (the next owner need not wait for the
+                # session timeout), not for TLS's close (kafka.CLOSE_S).
+                stack.push_async_callback(kafka.let_go, consumer.stop, CONSUMER_CLOSE_S)
                 intake = RequestIntake(
                     consumer, pipeline, self.tracker, self.metrics,
                     max_in_flight=s.max_in_flight, read_attempts=self.read_attempts,

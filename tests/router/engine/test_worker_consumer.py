@@ -33,6 +33,7 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0  # ms, as aiokafka's ConsumerRecord has it
 
 
 class FakeConsumer:
