@@ -1,10 +1,12 @@
 """What a carrier process publishes, from the moment it is decided until the broker took it.
 
 Results and reports wait in one heap ordered by due time (bounded by what the carriers
-have accepted: throughput cap x report delay); ``pump`` moves due items into per-topic
-batches, flushed at ``MAX_BATCH`` items or ``FLUSH_INTERVAL_S`` after the first item
-(``REPORT_FLUSH_S`` for reports), onto a bounded publish queue that the data
-connection's publishers empty (``next_batch``, then ``published`` after the PUBACK).
+have accepted: throughput cap x report delay). ``pump`` wakes at most once per ``TICK_S``
+(every item has a due time of its own: waking for each cost more than the simulation
+itself at a few thousand a second) to move due items into per-topic batches, flushed at
+``MAX_BATCH`` items or ``FLUSH_INTERVAL_S`` after the first item (``REPORT_FLUSH_S`` for
+reports), onto a bounded publish queue that the data connection's publishers empty
+(``next_batch``, then ``published`` after the PUBACK).
 
 Reports: every report goes through the ``ReportStore`` (``take`` before it is batched;
 ``published`` once the broker took its batch), which also says which reports are due to
@@ -21,7 +23,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from carriers.endpoint import Endpoint
 from carriers.journal import Journal
@@ -29,19 +31,16 @@ from carriers.reports import ReportStore
 from router.contracts import interconnect
 
 REPORT_FLUSH_S = 0.025  # reports are not latency-critical: fewer, larger batches
+TICK_S = 0.002  # the pump sleeps at least this long: an item is published up to 2 ms late
 PUBLISH_QUEUE = 1024
 OFFLINE_RETRY_S = 0.25
 
 Payload = interconnect.SubmitResult | interconnect.DeliveryReport
 
 
-@dataclass(order=True, slots=True)
-class _Due:
-    at: float
-    seq: int
-    carrier: str = field(compare=False)
-    reply_to: str | None = field(compare=False)  # None: a delivery report
-    payload: Payload = field(compare=False)
+# (due at, sequence number, carrier, router reply topic or None for a report, payload): a
+# tuple, so that the heap compares in C (at, then seq: never the payloads).
+_Due = tuple[float, int, str, str | None, Payload]
 
 
 @dataclass(slots=True)
@@ -88,7 +87,7 @@ class Outbox:
     def schedule(self, at: float, carrier: str, reply_to: str | None, payload: Payload) -> None:
         """Publish ``payload`` at ``at`` (clock s): a result to the router's ``reply_to``
         topic, or (``reply_to`` None) a report. Call ``wake`` once after scheduling."""
-        heapq.heappush(self._heap, _Due(at, next(self._seq), carrier, reply_to, payload))
+        heapq.heappush(self._heap, (at, next(self._seq), carrier, reply_to, payload))
 
     def wake(self) -> None:
         """Let the pump look again: something was scheduled, or a resend clock started."""
@@ -114,23 +113,22 @@ class Outbox:
         """Move due items into batches and full or timed-out batches onto the queue, until
         ``drain``."""
         heap, batches, reports = self._heap, self._batches, self.reports
+        pop, push, seq = heapq.heappop, heapq.heappush, self._seq
         while True:
             now = self.clock()
             if not self._draining:
                 for report in reports.due(now):
-                    heapq.heappush(heap, _Due(now, next(self._seq), report.carrier, None, report))
-            while heap and heap[0].at <= now:
-                due = heapq.heappop(heap)
-                payload = due.payload
-                if isinstance(payload, interconnect.DeliveryReport):
-                    if self.endpoints[due.carrier].offline:
+                    push(heap, (now, next(seq), report.carrier, None, report))
+            while heap and heap[0][0] <= now:
+                _, _, carrier, key, payload = pop(heap)
+                if key is None:  # a delivery report
+                    assert isinstance(payload, interconnect.DeliveryReport)
+                    if self.endpoints[carrier].offline:
                         # an offline carrier holds its reports until it is back
-                        due.at = now + OFFLINE_RETRY_S
-                        heapq.heappush(heap, due)
+                        push(heap, (now + OFFLINE_RETRY_S, next(seq), carrier, None, payload))
                         continue
                     if not reports.take(payload):
                         continue  # acknowledged or given up while it waited
-                key = due.reply_to
                 batch = batches.get(key)
                 if batch is None:
                     wait = interconnect.FLUSH_INTERVAL_S if key is not None else REPORT_FLUSH_S
@@ -142,20 +140,25 @@ class Outbox:
                 await self._flush(key)
             if self._draining:
                 return
-            await self._sleep(self._next_at())
+            await self._sleep(self._next_at(), now + TICK_S)
 
     def _next_at(self) -> float | None:
         """When the pump has something to do next, without being woken."""
         deadlines = [b.deadline for b in self._batches.values()]
         if self._heap:
-            deadlines.append(self._heap[0].at)
+            deadlines.append(self._heap[0][0])
         resend_at = self.reports.next_due()
         if resend_at is not None:
             deadlines.append(resend_at)
         return min(deadlines, default=None)
 
-    async def _sleep(self, next_at: float | None) -> None:
+    async def _sleep(self, next_at: float | None, not_before: float) -> None:
+        """Until ``next_at`` (None: until woken), but not before ``not_before``, so that
+        items due within a tick of each other are moved in one pass."""
         self._wake.clear()
+        if next_at is not None and next_at <= not_before:  # due within the tick: just wait
+            await asyncio.sleep(max(0.0, not_before - self.clock()))
+            return
         timeout = None if next_at is None else max(0.0, next_at - self.clock())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
