@@ -8,7 +8,15 @@ For each system the offered rate starts at --start-rate and grows by --factor ea
 (--step-s seconds of `supernet load` traffic, seeded, realistic mix) until the achieved
 outcome rate falls below 90% of the offered rate in two steps in a row, or outcomes go
 missing. Saturation is the highest achieved rate. Then one more step at half of
-saturation gives the latency figures (request -> `sent`, p50/p99).
+saturation gives the latency figures: request -> `sent` (p50/p99), and apart from it the
+engine's own: request -> submitted to the carrier (the receipt's `submitted_ts`) and
+carrier accept -> `sent` receipt durable (the broker's append time of the receipt record:
+the benchmark's receipts topics stamp LogAppendTime), so what is the simulated carrier's
+is apart from what is the engine's.
+
+A step that breaks (the load generator's produce refused, say a metadata error, or
+requests left without an outcome) is run once more; if it breaks again, the sweep stops
+and its result is marked broken with the reason: the table prints no ratio for it.
 
 The brokers are the project's own (`supernet infra`), on their own ports and state
 directory (.supernet/bench) so that a demo or the tests are never touched; they are
@@ -52,8 +60,17 @@ if not __package__:  # run as a script: make `benchmarks._harness` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import uvloop
-from rich.table import Table
 
+from benchmarks._e2e_table import (
+    Result,
+    Step,
+    broken,
+    broken_lines,
+    compare_security,
+    cpu_text,
+    latency_text,
+    render,
+)
 from benchmarks._harness import (
     ROOT,
     CpuMeter,
@@ -71,6 +88,7 @@ from benchmarks._harness import (
     security_args,
     supernet,
 )
+from router.engine import kafka
 from router.support.infra_settings import InfraSettings
 from router.tools.demo.signals import CarrierWatch, fleet_ready
 from router.tools.infra import lifecycle as infra
@@ -101,31 +119,7 @@ OPEN_INFRA = dataclasses.replace(
     security=False,
 )
 SATURATED = 0.9  # achieved below this share of offered: the system is saturated
-
-
-@dataclasses.dataclass
-class Step:
-    offered: float
-    achieved: float
-    produced: int
-    missing: int
-    p50_ms: float | None
-    p99_ms: float | None
-    failed: int
-    # Microseconds of CPU per message over the step, per process (workers, carriers,
-    # kafka, mosquitto, load: this benchmark's process, which runs the load generator).
-    cpu_us: dict[str, float] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class Result:
-    system: str  # "ceiling" or "routed"
-    workers: int
-    steps: list[Step]
-    saturation: float
-    half: Step | None
-    security: str = "on"  # the brokers': "on" (TLS, authentication, ACLs) or "off"
-    security_ratio: float | None = None  # --compare-security: saturation on / off
+RECEIPT_PARTITIONS = 12  # as a worker or the load generator would create the topic
 
 
 async def step(
@@ -139,26 +133,54 @@ async def step(
         admin=kafka_admin(infra_s),  # creates the topics a passthrough did not
         requests_topic=topics[0],
         receipts_topic=topics[1],
-        wait_s=max(10.0, seconds),
-        delivery_wait_s=0.0,
+        # Outcomes may come long after the last request at 2.5x the saturation (the
+        # second saturated step): missing ones after this are a broken step, not a slow one.
+        wait_s=max(10.0, 3 * seconds),
+        # The step's window takes in most of its delivery reports too (a median 1.5 s
+        # after the submit; a few are lost on purpose, so it never waits for all): then
+        # CPU per message counts a message's report, and the next step does not start
+        # with this one's reports still arriving (that made CPU per message at half of
+        # saturation look twice what it is at saturation).
+        delivery_wait_s=4.0,
     )
     before = meter.read()
-    s: Summary = await run_load(config, traffic, Pacer.for_duration(rate, seconds))
+
+    def ready() -> None:  # the records are built: the meter starts with the first send
+        before.update(meter.read())
+
+    try:
+        s: Summary = await run_load(
+            config, traffic, Pacer.for_duration(rate, seconds), on_ready=ready
+        )
+    except kafka.KafkaError as e:  # a refused produce (NotLeaderForPartition, say)
+        return Step(rate, 0.0, 0, 0, None, None, 0, broken=f"produce: {type(e).__name__}: {e}")
     cpu = CpuMeter.per_message(before, meter.read(), s.produced)
+    missing = s.without_outcome
     return Step(
         offered=rate,
         achieved=s.outcomes_per_second or 0.0,
         produced=s.produced,
-        missing=s.without_outcome,
+        missing=missing,
         p50_ms=s.latency_sent.p50_ms,
         p99_ms=s.latency_sent.p99_ms,
         failed=s.by_status.get("failed", 0),
+        submitted_p50_ms=s.latency_submitted.p50_ms,
+        submitted_p99_ms=s.latency_submitted.p99_ms,
+        durable_p50_ms=s.latency_durable.p50_ms,
+        durable_p99_ms=s.latency_durable.p99_ms,
         cpu_us=cpu,
+        broken=f"{missing:,} of {s.produced:,} requests without an outcome" if missing else None,
     )
 
 
-def cpu_text(cpu: dict[str, float]) -> str:
-    return "  cpu us/msg " + " ".join(f"{k} {v:,.0f}" for k, v in cpu.items()) if cpu else ""
+async def stamped_receipts(infra_s: InfraSettings, topic: str) -> None:
+    """The receipts topic, created before its writers start, with the broker's append time
+    as each record's timestamp: carrier accept -> durable is then measurable per receipt."""
+    await kafka.ensure_topics(
+        kafka_admin(infra_s),
+        [kafka.TopicSpec(topic, RECEIPT_PARTITIONS,
+                         configs=(("message.timestamp.type", "LogAppendTime"),))],
+    )  # fmt: skip
 
 
 async def sweep(
@@ -167,29 +189,45 @@ async def sweep(
 ) -> tuple[list[Step], float, Step | None]:  # fmt: skip
     steps: list[Step] = []
     rate, over = args.start_rate, 0
-    for i in range(args.max_steps):
-        s = await step(infra_s, topics, plan, rate, args.step_s, args.seed + i, meter)
+
+    async def measured(rate: float, seed: int) -> Step:
+        """One step; a broken one once more, after a pause to let the system settle."""
+        s = await step(infra_s, topics, plan, rate, args.step_s, seed, meter)
+        if s.broken:
+            console.print(f"  [yellow]{label}: step at {rate:,.0f}/s broke ({s.broken}): "
+                          "once more[/]")  # fmt: skip
+            steps.append(s)
+            await asyncio.sleep(5)
+            s = await step(infra_s, topics, plan, rate, args.step_s, seed + 1000, meter)
         steps.append(s)
+        return s
+
+    for i in range(args.max_steps):
+        s = await measured(rate, args.seed + i)
         console.print(
             f"  {label}: offered {s.offered:>8,.0f}/s  achieved {s.achieved:>8,.0f}/s  "
-            f"p50 {s.p50_ms or 0:>7,.0f} ms  p99 {s.p99_ms or 0:>7,.0f} ms  missing {s.missing}"
+            + latency_text(s)
+            + f"  missing {s.missing}"
             + cpu_text(s.cpu_us)
         )
+        if s.broken:
+            break
         over = over + 1 if s.achieved < SATURATED * s.offered else 0
         # Two saturated steps in a row: a step just past the knee (89% of its offered
         # rate, say) is not yet the most the system carries; the next, higher one shows it.
-        if s.missing or over >= 2 or rate >= args.max_rate:
+        if over >= 2 or rate >= args.max_rate:
             break
         rate = min(args.max_rate, rate * args.factor)
-    saturation = max(s.achieved for s in steps)
-    if saturation <= 0:
-        console.print(f"  [red]{label}: no outcome at all: no latency step[/]")
+    saturation = max((s.achieved for s in steps if not s.broken), default=0.0)
+    if steps[-1].broken:
+        console.print(f"  [red]{label}: broke twice at {rate:,.0f}/s: {steps[-1].broken}[/]")
         return steps, saturation, None
     await asyncio.sleep(2)  # let a saturated system drain before the latency step
-    half = await step(infra_s, topics, plan, saturation / 2, args.step_s, args.seed + 100, meter)
+    half = await measured(saturation / 2, args.seed + 100)
     console.print(
-        f"  {label}: at half of saturation ({half.offered:,.0f}/s): p50 {half.p50_ms or 0:,.0f} ms"
-        f"  p99 {half.p99_ms or 0:,.0f} ms" + cpu_text(half.cpu_us)
+        f"  {label}: at half of saturation ({half.offered:,.0f}/s): "
+        + latency_text(half)
+        + cpu_text(half.cpu_us)
     )
     return steps, saturation, half
 
@@ -237,6 +275,7 @@ async def ceiling(
     pipeline = Pipeline(*topics, f"{topics[1]}.dead-letter", group=f"bench-{tag}-ceiling")
     await grant(infra_s, pipeline)
     granted.append(pipeline)
+    await stamped_receipts(infra_s, topics[1])
     names = set()
     for i in range(workers):
         name = f"passthrough-{workers}-{i}"
@@ -253,7 +292,8 @@ async def ceiling(
         steps, sat, half = await sweep("ceiling", infra_s, topics, plan, args, meter)
     finally:
         procs.stop(names)
-    return Result("ceiling", workers, steps, sat, half, "on" if infra_s.security else "off")
+    security = "on" if infra_s.security else "off"
+    return Result("ceiling", workers, steps, sat, half, security, broken=broken(steps, half))
 
 
 async def run(args: argparse.Namespace, infra_s: InfraSettings, workers_list: list[int]
@@ -302,6 +342,7 @@ async def run(args: argparse.Namespace, infra_s: InfraSettings, workers_list: li
             routed = Pipeline(*topics, f"bench.{tag}.dead-letter", group=f"bench-{tag}")
             await grant(infra_s, routed)
             granted.append(routed)
+            await stamped_receipts(infra_s, topics[1])
             fleet = f"fleet-{workers}"
             proc = procs.start(
                 fleet,
@@ -334,7 +375,9 @@ async def run(args: argparse.Namespace, infra_s: InfraSettings, workers_list: li
             steps, sat, half = await sweep("routed", infra_s, topics, plan, args, meter)
             if spy is not None:
                 spy.wait()
-            results.append(Result("routed", workers, steps, sat, half, security))
+            results.append(
+                Result("routed", workers, steps, sat, half, security, broken=broken(steps, half))
+            )
             procs.stop({fleet})
     finally:
         procs.stop()
@@ -342,54 +385,6 @@ async def run(args: argparse.Namespace, infra_s: InfraSettings, workers_list: li
             await revoke(infra_s, pipeline)
     console.print(f"logs in {logs}")
     return results
-
-
-def compare_security(results: list[Result]) -> None:
-    """Set ``security_ratio`` on each secured result that has counterparts with security
-    off (same system, same workers): the mean saturation of the secured results over the
-    mean of those without (over every round of --rounds)."""
-    means: dict[tuple[str, str, int], list[float]] = {}
-    for r in results:
-        means.setdefault((r.security, r.system, r.workers), []).append(r.saturation)
-    for r in results:
-        on, off = means[("on", r.system, r.workers)], means.get(("off", r.system, r.workers))
-        if r.security == "on" and off and sum(off):
-            r.security_ratio = (sum(on) / len(on)) / (sum(off) / len(off))
-
-
-def top_cpu(r: Result) -> str:
-    """The whole system's CPU per message in the step that reached saturation."""
-    top = max(r.steps, key=lambda s: s.achieved, default=None)
-    return f"{top.cpu_us['total']:,.0f}" if top and "total" in top.cpu_us else "-"
-
-
-def render(results: list[Result]) -> Table:
-    table = Table(title="end to end: sustained throughput and latency at half of saturation")
-    compared = any(r.security == "off" for r in results)
-    columns = ["system", "workers", "security", "saturation msg/s", "ratio to ceiling",
-               "p50 ms @50%", "p99 ms @50%", "CPU us/msg at saturation"]  # fmt: skip
-    if compared:
-        columns.append("security on / off")
-    for col in columns:
-        table.add_column(col, justify="right")
-    ceilings = {(r.security, r.workers): r.saturation for r in results if r.system == "ceiling"}
-    for r in results:
-        ceiling = ceilings.get((r.security, r.workers))
-        ratio = r.saturation / ceiling if ceiling else None
-        row = [
-            r.system,
-            str(r.workers),
-            r.security,
-            f"{r.saturation:,.0f}",
-            f"{ratio:.0%}" if ratio is not None and r.system == "routed" else "",
-            f"{r.half.p50_ms:,.0f}" if r.half and r.half.p50_ms is not None else "-",
-            f"{r.half.p99_ms:,.0f}" if r.half and r.half.p99_ms is not None else "-",
-            top_cpu(r),
-        ]
-        if compared:
-            row.append(f"{r.security_ratio:.0%}" if r.security_ratio is not None else "")
-        table.add_row(*row)
-    return table
 
 
 async def run_all(args: argparse.Namespace) -> list[Result]:
@@ -475,6 +470,8 @@ def main() -> int:
             for settings in started:
                 infra.down(settings, names)
     console.print(render(results))
+    for line in broken_lines(results):
+        console.print(f"[red]{line}[/]")
     console.print(
         f"machine: {os.cpu_count()} cores; brokers, carriers and workers share them. "
         f"Run took {time.monotonic() - began:,.0f} s."

@@ -178,7 +178,9 @@ def render(s: Summary) -> Table:
         t.add_row(f"  {code}", f"{n:,}")
     t.add_row("sent, no delivery receipt yet", f"{s.sent_without_delivery:,}")
     for name, lat in (
+        ("request -> submitted", s.latency_submitted),
         ("request -> sent", s.latency_sent),
+        ("carrier accept -> durable", s.latency_durable),
         ("request -> delivered", s.latency_delivered),
     ):
         t.add_row(f"{name} (ms)", _latency(lat))

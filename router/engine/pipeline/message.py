@@ -61,6 +61,7 @@ class Message:
         "request",
         "route",
         "submitted_at",
+        "submitted_ms",
         "topic",
         "tried",
         "written",
@@ -93,7 +94,8 @@ class Message:
         self.asked_epoch = 0  # the link's epoch when it was last asked
         self.doubt_until = 0.0  # re-asks without an answer are not trusted until then
         self.awaiting = 0  # the attempt whose submit result is awaited; 0 if none
-        self.submitted_at = 0.0
+        self.submitted_at = 0.0  # monotonic, for the submit timeout and the histogram
+        self.submitted_ms = 0  # wall clock ms, for the sent receipt's submitted_ts
         self.failovers: list[wire.FailedAttempt] = []
         self.tried: list[str] = []  # carriers that rejected it or never answered
         # its outcome has been handed to the sink, or its partition was revoked: either

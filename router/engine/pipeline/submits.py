@@ -76,6 +76,7 @@ class Submits(Outcomes):
         m.asks += 1
         m.last_ask = ask = self.next_ask()
         m.submitted_at = self.clock()
+        m.submitted_ms = wall = self.wall_ms()
         m.asked_epoch = self.link_epoch
         carrier = route.carrier
         self.link.submit(
@@ -90,7 +91,7 @@ class Submits(Outcomes):
                 attempt=attempt,
                 encoding=d.encoding,
                 country=d.country,
-                ts=self.wall_ms(),
+                ts=wall,
                 sender=r.sender or "",
                 ask=ask,
             ),

@@ -2,11 +2,14 @@
 
 1. Note the end offsets of the receipts topic (manual assignment, no consumer group), so
    that only receipts written after the run began are read.
-2. Produce: every slice, the pacer's due count is drawn from the traffic model and
-   appended to one batch per partition (partition = CRC32 of the key, so one destination
-   always lands on one partition); batches go out without awaiting each other, and at
-   most ``MAX_PENDING`` of them are unacknowledged at a time.
-3. Wait until every produced id has an outcome receipt or ``wait_s`` passes; then, for up
+2. Build the records before the clock starts (``Prebuilt``: key, partition = CRC32 of the
+   key, so one destination always lands on one partition, and the JSON without its
+   ``created_at``), so that producing costs an append per message and what the machine
+   pays for the load generator during a run is little more than the Kafka client's work.
+3. Produce: every slice, the pacer's due count of records gets the slice's ``created_at``
+   and goes into one batch per partition; batches go out without awaiting each other,
+   and at most ``MAX_PENDING`` of them are unacknowledged at a time.
+4. Wait until every produced id has an outcome receipt or ``wait_s`` passes; then, for up
    to ``wait_s`` more, until every sent one has a delivery receipt.
 """
 
@@ -41,6 +44,7 @@ from router.tools.load.traffic import Traffic
 
 MAX_PENDING = 512  # unacknowledged batches before the producer waits
 POLL_S = 0.05
+PREBUILT = 1_000_000  # records built ahead at most (about 400 bytes each); then more inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,9 @@ async def _receipts_consumer(config: LoadConfig) -> kafka.AIOKafkaConsumer:
     return consumer
 
 
+LOG_APPEND_TIME = 1  # a record's timestamp_type when the broker stamped it on append
+
+
 async def _read(consumer: kafka.AIOKafkaConsumer, tally: Tally, stop: asyncio.Event) -> None:
     while not stop.is_set():
         batch = await consumer.getmany(timeout_ms=int(POLL_S * 1000), max_records=5000)
@@ -100,7 +107,47 @@ async def _read(consumer: kafka.AIOKafkaConsumer, tally: Tally, stop: asyncio.Ev
                 except msgspec.DecodeError:
                     tally.undecodable += 1
                     continue
-                tally.add(receipt)
+                appended = record.timestamp if record.timestamp_type == LOG_APPEND_TIME else None
+                tally.add(receipt, appended)
+
+
+class Prebuilt:
+    """The run's records, drawn from ``traffic`` ahead of time: ``(id, key, partition,
+    head)``, where ``head`` is the request's JSON without its closing brace and with
+    ``,"created_at":`` appended (``created_at`` is its last field, and omitted when None),
+    so that the record is ``head + b"<ms>}"``. At most ``PREBUILT`` are built ahead; a
+    longer run builds the next ones when it has used those (a pause the pacer catches up)."""
+
+    def __init__(self, traffic: Traffic, total: int, partitions: list[int]) -> None:
+        self.traffic = traffic
+        self.left = total
+        self.partitions = partitions
+        self.records: list[tuple[str, bytes, int, bytes]] = []
+        self.at = 0
+        self._build()
+
+    def _build(self) -> None:
+        n = min(self.left, PREBUILT)
+        self.left -= n
+        partitions, count = self.partitions, len(self.partitions)
+        draw, encode, crc32 = self.traffic.next, ENCODER.encode, zlib.crc32
+        records = []
+        for _ in range(n):
+            request = draw(None)
+            key = request.to.encode()
+            head = encode(request)[:-1] + b',"created_at":'
+            records.append((request.id, key, partitions[crc32(key) % count], head))
+        self.records, self.at = records, 0
+
+    def take(self, n: int) -> list[tuple[str, bytes, int, bytes]]:
+        """The next ``n`` records (fewer only at the end of the run)."""
+        if self.at >= len(self.records) and self.left:
+            self._build()
+        out = self.records[self.at : self.at + n]
+        self.at += len(out)
+        if len(out) < n and self.left:
+            out += self.take(n - len(out))
+        return out
 
 
 async def _produce(
@@ -110,23 +157,26 @@ async def _produce(
     pacer: Pacer,
     tally: Tally,
     on_batch: Callable[[], None],
+    on_ready: Callable[[], None] | None = None,
 ) -> float:
-    """Produce the whole run; returns seconds from the first send to the last ack."""
-    partitions = sorted(await producer.partitions_for(topic))
+    """Produce the whole run; returns seconds from the first send to the last ack.
+    ``on_ready`` runs once the records are built, just before the first is due."""
+    prebuilt = Prebuilt(traffic, pacer.total, sorted(await producer.partitions_for(topic)))
+    if on_ready is not None:
+        on_ready()
     pending: deque[asyncio.Future[Any]] = deque()
     clock = time.monotonic
+    expect = tally.expect
     began = clock()
     while not pacer.done:
         n = pacer.take(clock())
         if n:
             created = time.time_ns() // 1_000_000
+            tail = b"%d}" % created
             batches: dict[int, Any] = {}
-            for _ in range(n):
-                request = traffic.next(created)
-                tally.expect(request.id, created)
-                key = request.to.encode()
-                value = ENCODER.encode(request)
-                p = partitions[zlib.crc32(key) % len(partitions)]
+            for id_, key, p, head in prebuilt.take(n):
+                expect(id_, created)
+                value = head + tail
                 batch = batches.get(p)
                 if batch is None:
                     batch = batches[p] = producer.create_batch()
@@ -146,9 +196,15 @@ async def _produce(
 
 
 async def run_load(
-    config: LoadConfig, traffic: Traffic, pacer: Pacer, console: Console | None = None
+    config: LoadConfig,
+    traffic: Traffic,
+    pacer: Pacer,
+    console: Console | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> Summary:
-    """Produce ``pacer.total`` requests at ``pacer.rate``, collect receipts, summarise."""
+    """Produce ``pacer.total`` requests at ``pacer.rate``, collect receipts, summarise.
+    ``on_ready`` runs when the records are built and producing begins (a benchmark starts
+    its CPU meter there)."""
     if config.admin is not None:
         await kafka.ensure_topics(
             config.admin,
@@ -189,7 +245,7 @@ async def run_load(
                 tg.create_task(_read(consumer, tally, stop))
                 try:
                     seconds = await _produce(
-                        producer, config.requests_topic, traffic, pacer, tally, on_batch
+                        producer, config.requests_topic, traffic, pacer, tally, on_batch, on_ready
                     )
                     on_batch()
                     await _wait(lambda: tally.missing_outcomes == 0, config.wait_s, on_batch)

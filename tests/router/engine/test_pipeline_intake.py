@@ -241,6 +241,7 @@ def test_routable_request_is_submitted_and_sent(
     assert receipt.error_code is None
     assert receipt.failovers == []
     assert receipt.ts == w.wall.ms
+    assert receipt.submitted_ts == item.ts == receipt.ts - 300  # when it went to the carrier
     assert (
         w.metrics.registry.get_sample_value(
             "supernet_routed_total", {"carrier": carrier, "kind": KIND[carrier]}
