@@ -38,7 +38,8 @@ from router.support.procs import Child, ChildExited, ready_or_exited
 from router.tools.infra import credentials, kafka_acls
 from router.tools.infra.kafka_acls import Pipeline
 
-console = Console()
+# Wide enough for the e2e table when the output goes to a file (rich falls back to 80).
+console = Console(width=None if sys.stdout.isatty() else 160)
 ROOT = Path(__file__).resolve().parents[1]  # the project's checkout: benchmarks run from one
 
 

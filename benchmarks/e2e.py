@@ -120,6 +120,10 @@ OPEN_INFRA = dataclasses.replace(
 )
 SATURATED = 0.9  # achieved below this share of offered: the system is saturated
 RECEIPT_PARTITIONS = 12  # as a worker or the load generator would create the topic
+# The load generator's batches: 20 ms of traffic, not supernet load's 5 ms. Fewer, larger
+# Kafka requests cost it less CPU (a request costs about the same to write whatever its
+# size); latency is measured from each slice's own send time, so it is not inflated.
+LOAD_SLICE_S = 0.02
 
 
 async def step(
@@ -150,7 +154,7 @@ async def step(
 
     try:
         s: Summary = await run_load(
-            config, traffic, Pacer.for_duration(rate, seconds), on_ready=ready
+            config, traffic, Pacer.for_duration(rate, seconds, LOAD_SLICE_S), on_ready=ready
         )
     except kafka.KafkaError as e:  # a refused produce (NotLeaderForPartition, say)
         return Step(rate, 0.0, 0, 0, None, None, 0, broken=f"produce: {type(e).__name__}: {e}")
@@ -238,8 +242,13 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
         console.print("[yellow]py-spy not installed: no profile[/]")
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
+    # --gil: only samples holding the GIL, i.e. running Python. Without it py-spy samples
+    # wall time, and on two cores shared by six busy processes a worker descheduled in a
+    # syscall counts there: a TLS write measured at 1 ms of CPU per MB showed as 8% of a
+    # worker that writes a few MB/s.
     return subprocess.Popen(
-        [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-f", "raw", "-o", str(out)],
+        [spy, "record", "--gil", "-p", str(pid), "-d", str(int(seconds)), "-f", "raw",
+         "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -360,20 +369,21 @@ async def run(args: argparse.Namespace, infra_s: InfraSettings, workers_list: li
             # log in its assignment callback first (and logs "partitions assigned" after).
             await consuming(procs, fleet, workers)
             console.print(f"[bold]routed, {workers} worker(s)[/]")
-            spy = None
+            spies = []
             if args.profile:
-                worker_pid = min(children(proc.pid), default=None)
-                if worker_pid:
-                    spy = profile(
-                        worker_pid,
-                        args.step_s * 3,
-                        Path(args.profile) / f"worker-{workers}.txt",
-                    )
+                # A worker, the carriers and this process (the load generator).
+                targets = {"worker": min(children(proc.pid), default=None),
+                           "carriers": procs.pid("carriers"), "load": os.getpid()}  # fmt: skip
+                for what, pid in targets.items():
+                    out = Path(args.profile) / f"{what}-{workers}.txt"
+                    spy = profile(pid, args.step_s * 3, out) if pid else None
+                    if spy is not None:
+                        spies.append(spy)
             meter = CpuMeter(
                 broker_pids(infra_s) | {"workers": proc.pid, "carriers": procs.pid("carriers")}
             )
             steps, sat, half = await sweep("routed", infra_s, topics, plan, args, meter)
-            if spy is not None:
+            for spy in spies:
                 spy.wait()
             results.append(
                 Result("routed", workers, steps, sat, half, security, broken=broken(steps, half))
@@ -426,7 +436,11 @@ def main() -> int:
     parser.add_argument("--routed-only", action="store_true", help="skip the ceiling runs")
     parser.add_argument("--metrics-port", type=int, default=39400)
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--profile", type=Path, help="py-spy profiles of a worker go here")
+    parser.add_argument(
+        "--profile", type=Path,
+        help="py-spy profiles (--gil, raw) of a worker, the carriers and the load generator "
+        "over the first three routed steps go here",
+    )  # fmt: skip
     parser.add_argument(
         "--use-env-infra",
         action="store_true",

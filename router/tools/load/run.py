@@ -81,7 +81,12 @@ async def _receipts_consumer(config: LoadConfig) -> kafka.AIOKafkaConsumer:
     tps = [
         kafka.TopicPartition(config.receipts_topic, p) for p in range(counts[config.receipts_topic])
     ]
-    consumer = kafka.consumer(config.receipts, None)
+    # Receipts carry their own times, so reading them late costs no latency figure: fetch
+    # in large, rare requests (each Kafka request over TLS costs the load generator ~10 us
+    # of CPU to write, whatever its size: benchmarks/tls_write.py).
+    consumer = kafka.consumer(
+        config.receipts, None, fetch_max_wait_ms=200, fetch_min_bytes=1024 * 1024
+    )
     await consumer.start()
     try:
         consumer.assign(tps)
