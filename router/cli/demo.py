@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide enough for the tables
         console = Console(width=120)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
     try:
         settings = InfraSettings.from_env()
     except ValueError as e:

@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     console = Console()
     console.width = max(console.width, 120)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
     if args.max_price is not None and args.max_price < 0:
         err.print("[red]--max-price must be >= 0[/]")
         return 2

@@ -23,7 +23,7 @@ def _settings(args: argparse.Namespace) -> settings_mod.WorkerSettings | None:
     try:
         return settings_mod.load(args)
     except settings_mod.SettingsError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {e}")
         return None
 
 
@@ -37,14 +37,16 @@ def run_worker(args: argparse.Namespace) -> int:
     if s is None:
         return 2
     logs.configure(s.log_format, s.log_level)
+    from router.core.errors import DeckError, NetworkError
     from router.support.credentials import CredentialsError
 
     try:
         return uvloop.run(main(s))
-    except (settings_mod.SettingsError, CredentialsError) as e:
+    except (settings_mod.SettingsError, CredentialsError, NetworkError, DeckError) as e:
+        # What a restart cannot mend: one line, exit 2 (the fleet does not restart it).
         from rich.console import Console
 
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {e}")
         return 2
     except Exception:
         import structlog
@@ -138,12 +140,17 @@ def run_fleet(args: argparse.Namespace) -> int:
     if s is None:
         return 2
     if args.workers < 1:
-        Console(stderr=True).print("[red]error:[/red] --workers must be at least 1")
+        Console(stderr=True, soft_wrap=True).print("[red]error:[/red] --workers must be at least 1")
         return 2
+    from router.core.errors import DeckError, NetworkError
+    from router.core.network import load_network
+
     try:
         per_slot = fleet_worker_args(args, s)
-    except settings_mod.SettingsError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        # Every worker would fail the same way, restart after restart: check it once here.
+        load_network(s.network_dir())
+    except (settings_mod.SettingsError, NetworkError, DeckError) as e:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {e}")
         return 2
     # Every restart line matters here, and the backoff already spaces them: no summaries.
     logs.configure(s.log_format, s.log_level, repeat_interval_s=None)
