@@ -10,6 +10,7 @@ from rich.console import Console
 
 from router.contracts.network_file import NetworkFileError
 from router.engine.kafka import KafkaError
+from router.support import logs
 from router.support.argtypes import positive
 from router.support.infra_settings import InfraSettings
 from router.support.procs import InfraError
@@ -150,6 +151,8 @@ def main(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log file or a pipe: wide enough for the tables
         console = Console(width=120)
     err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
+    # The terminal shows the demo's own story; aiokafka's records go to the logs.
+    logs.libraries_to(args.out / "logs" / "demo.log")
     try:
         settings = InfraSettings.from_env()
     except ValueError as e:

@@ -5,6 +5,9 @@ JSON lines in production, readable lines in a terminal, each with a UTC ISO time
 Message bodies are never logged; destination numbers only masked. A warning or worse that
 repeats is logged once per interval with a count (`RepeatFilter`), not once per
 occurrence (unless the entry point turns that off, as the carriers and the fleet do).
+The client libraries' own ``logging`` records (aiokafka, paho, aiomqtt) come out the same
+way, as JSON or console lines with their logger's name, at warning and above; a few that
+are part of normal start-up (``QUIET``) count as info.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import structlog
@@ -25,6 +29,26 @@ MAX_WINDOWS = 1_000  # past this many (event, level) pairs, forget the idle ones
 _LEVEL_NAMES = {"warn": "warning", "exception": "error", "fatal": "critical"}
 _WATCHED = frozenset({"warning", "error", "critical"})
 _SUMMARY = "_repeat_summary"  # marks RepeatFilter.flush()'s own lines, which pass as they are
+LIBRARIES = ("aiokafka", "paho", "aiomqtt")  # their records: warning and above, as ours
+# (logger, start of message) of library records that are normal at start-up, not errors:
+# aiokafka asks for the group coordinator before Kafka has made its offsets topic.
+QUIET = (("aiokafka", "Group Coordinator Request failed: [Error 15]"),)
+
+
+class _Quiet(logging.Filter):
+    """Counts the ``QUIET`` records as info: shown only at that level or below."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO and any(
+            record.name.startswith(name) and record.getMessage().startswith(start)
+            for name, start in QUIET
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return record.levelno >= self.threshold
 
 
 def mask(number: str) -> str:
@@ -131,6 +155,7 @@ def configure(
         else structlog.processors.JSONRenderer()
     )
     _repeats = RepeatFilter(repeat_interval_s) if repeat_interval_s is not None else None
+    _route_libraries(logging.StreamHandler(sys.stderr), renderer, level, _repeats)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -146,6 +171,40 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _route_libraries(
+    handler: logging.Handler,
+    renderer: structlog.types.Processor,
+    level: str,
+    repeats: RepeatFilter | None = None,
+) -> None:
+    """The root logger writes the libraries' records to ``handler``, rendered as ours."""
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                *([repeats] if repeats is not None else []),
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    handler.addFilter(_Quiet(threshold))
+    logging.getLogger().handlers = [handler]
+    for name in LIBRARIES:  # their debug only when asked for; their info is chatter
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if threshold <= logging.DEBUG else max(threshold, logging.WARNING)
+        )
+
+
+def libraries_to(path: Path, level: str = "info") -> None:
+    """For a command whose terminal shows its own output (the demo, ``supernet load``):
+    the client libraries' records go to ``path`` as JSON lines, not to the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _route_libraries(logging.FileHandler(path), structlog.processors.JSONRenderer(), level)
 
 
 def flush() -> None:

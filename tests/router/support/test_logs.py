@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -222,3 +223,56 @@ def test_the_console_format_has_the_same_timestamps_and_no_colours_off_a_termina
 def test_the_level_filters_what_is_logged() -> None:
     lines = run_logging("{'level': 'warning', 'repeat_interval_s': None}")
     assert [line["event"] for line in lines] == ["broker unreachable"] * 5
+
+
+LIBRARY_SCRIPT = """
+import logging
+import sys
+from router.support import logs
+
+logs.configure(fmt="json", level=sys.argv[1], repeat_interval_s=None)
+kafka = logging.getLogger("aiokafka.consumer.group_coordinator")
+kafka.info("Discovered coordinator 1 for group g")  # chatter: below warning
+kafka.error("Group Coordinator Request failed: [Error 15] CoordinatorNotAvailableError")
+kafka.error("Unexpected error in fetcher routine")
+logging.getLogger("paho.mqtt.client").warning("connection lost")
+"""
+
+
+def run_library_logging(level: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-c", LIBRARY_SCRIPT, level], capture_output=True, check=True, timeout=60
+    )
+    return [json.loads(line) for line in done.stderr.decode().splitlines()]
+
+
+def test_library_records_are_json_lines_with_their_logger_and_level() -> None:
+    lines = run_library_logging("info")
+    got = [(line["logger"], line["level"], line["event"][:30]) for line in lines]
+    assert got == [
+        # start-up noise counts as info, not as an error on the terminal
+        ("aiokafka.consumer.group_coordinator", "info", "Group Coordinator Request fail"),
+        ("aiokafka.consumer.group_coordinator", "error", "Unexpected error in fetcher ro"),
+        ("paho.mqtt.client", "warning", "connection lost"),
+    ]
+    assert all("timestamp" in line for line in lines)
+
+
+def test_library_start_up_noise_is_not_shown_at_warning() -> None:
+    lines = run_library_logging("warning")
+    assert [line["event"][:10] for line in lines] == ["Unexpected", "connection"]
+
+
+def test_libraries_to_a_file_keeps_the_terminal_clean(tmp_path: Path) -> None:
+    script = (
+        "import logging, sys; from pathlib import Path; from router.support import logs; "
+        "logs.libraries_to(Path(sys.argv[1])); "
+        "logging.getLogger('aiokafka').error('Unexpected error in fetcher routine')"
+    )
+    log = tmp_path / "logs" / "demo.log"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log)], capture_output=True, check=True, timeout=60
+    )
+    assert done.stderr == b""
+    [line] = [json.loads(x) for x in log.read_text().splitlines()]
+    assert (line["logger"], line["level"]) == ("aiokafka", "error")
