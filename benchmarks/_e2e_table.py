@@ -39,10 +39,12 @@ class Result:
     broken: str | None = None  # a step broke twice: the sweep stopped there, no ratio
 
 
-def latency_text(s: Step) -> str:
-    def ms(v: float | None) -> str:
-        return "-" if v is None else f"{v:,.0f}"
+def ms(v: float | None) -> str:
+    """Milliseconds for the table and the lines: ``-`` when there were none."""
+    return "-" if v is None else f"{v:,.0f}"
 
+
+def latency_text(s: Step) -> str:
     return (
         f"p50 {ms(s.p50_ms):>6} p99 {ms(s.p99_ms):>6} ms (submitted p99 "
         f"{ms(s.submitted_p99_ms)}, durable p99 {ms(s.durable_p99_ms)})"
@@ -94,10 +96,6 @@ def render(results: list[Result]) -> Table:
     for col in columns:
         table.add_column(col, justify="right")
     ceilings = {(r.security, r.workers): r for r in results if r.system == "ceiling"}
-
-    def ms(v: float | None) -> str:
-        return "-" if v is None else f"{v:,.0f}"
-
     for r in results:
         ceiling = ceilings.get((r.security, r.workers))
         ratio = ""

@@ -201,8 +201,8 @@ def _route_libraries(
 
 
 def libraries_to(path: Path, level: str = "info") -> None:
-    """For a command whose terminal shows its own output (the demo, ``supernet load``):
-    the client libraries' records go to ``path`` as JSON lines, not to the terminal."""
+    """For a command whose terminal shows its own story (the demo): the client
+    libraries' records go to ``path`` as JSON lines, not to the terminal."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _route_libraries(logging.FileHandler(path), structlog.processors.JSONRenderer(), level)
 
