@@ -329,7 +329,7 @@ class TopicReader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
+        await kafka.let_go(self.consumer.stop)
 
     async def poll(self, timeout_ms: int = 200) -> int:
         """Read what is there (waiting up to ``timeout_ms``); the number of records."""

@@ -44,6 +44,7 @@ __all__ = [
     "Span",
     "TopicPartition",
     "TopicSpec",
+    "close_producer",
     "compacted",
     "consumer",
     "end_offsets",
@@ -73,6 +74,12 @@ async def let_go(close: Callable[[], Awaitable[object]], limit_s: float = CLOSE_
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(limit_s):
             await close()
+
+
+async def close_producer(producer: AIOKafkaProducer) -> None:
+    """Send what is pending (unbounded, as ``stop`` would), then ``let_go`` of it."""
+    await producer.flush()
+    await let_go(producer.stop)
 
 
 MAX_RECORD_BYTES = 8 * 1024 * 1024

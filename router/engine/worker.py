@@ -142,12 +142,7 @@ class Worker:
         refused = self.metrics.interconnect_refused
         async with contextlib.AsyncExitStack() as stack:
             await producer.start()
-
-            async def stop_producer() -> None:  # what is pending goes out first
-                await producer.flush()
-                await kafka.let_go(producer.stop)
-
-            stack.push_async_callback(stop_producer)
+            stack.push_async_callback(kafka.close_producer, producer)
             sink = KafkaSink(
                 producer, s.receipts_topic, s.dead_letter_topic, s.attempts(),
                 on_state=lambda up: connected.labels("kafka").set(int(up)),

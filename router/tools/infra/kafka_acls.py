@@ -39,6 +39,7 @@ from aiokafka.protocol.admin import (
 )
 from aiokafka.protocol.api import Request
 
+from router.engine import kafka
 from router.support.credentials import KafkaAccess
 
 
@@ -161,7 +162,7 @@ async def grant(admin: KafkaAccess, pipeline: Pipeline, visible_s: float = 10.0)
                                         f"{visible_s} s, e.g. {sorted(missing)[0]}")  # fmt: skip
             await asyncio.sleep(0.05)
     finally:
-        await client.close()
+        await kafka.let_go(client.close)
     return len(wanted)
 
 
@@ -190,7 +191,7 @@ async def revoke(admin: KafkaAccess, pipeline: Pipeline) -> None:
     try:
         response = await client.send(client.get_random_node(), _DeleteAcls(pipeline.bindings()))
     finally:
-        await client.close()
+        await kafka.let_go(client.close)
     for code, message, _ in response.filter_responses:
         if code:
             raise for_code(code)(f"DeleteAcls: {message}")
@@ -202,7 +203,7 @@ async def describe(admin: KafkaAccess) -> list[tuple[str, str, str, str, str]]:
     try:
         held = await _enforced(client, client.get_random_node())
     finally:
-        await client.close()
+        await kafka.let_go(client.close)
     return sorted(
         (principal, Resource(rtype).name, Pattern(ptype).name, name, Op(op).name)
         for rtype, name, ptype, principal, op in held

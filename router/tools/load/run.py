@@ -94,7 +94,7 @@ async def _receipts_consumer(config: LoadConfig) -> kafka.AIOKafkaConsumer:
         for tp in tps:
             consumer.seek(tp, ends[tp])
     except BaseException:
-        await consumer.stop()
+        await kafka.let_go(consumer.stop)
         raise
     return consumer
 
@@ -224,7 +224,7 @@ async def run_load(
     try:
         consumer = await _receipts_consumer(config)
     except BaseException:
-        await producer.stop()
+        await kafka.close_producer(producer)
         raise
     progress: Progress | _NoProgress = _NoProgress()
     if config.progress:
@@ -273,8 +273,8 @@ async def run_load(
                 finally:
                     stop.set()
     finally:
-        await producer.stop()
-        await consumer.stop()
+        await kafka.close_producer(producer)
+        await kafka.let_go(consumer.stop)
     return tally.summary(seconds, pacer.rate)
 
 
