@@ -155,7 +155,10 @@ def configure(
         else structlog.processors.JSONRenderer()
     )
     _repeats = RepeatFilter(repeat_interval_s) if repeat_interval_s is not None else None
-    _route_libraries(logging.StreamHandler(sys.stderr), renderer, level, _repeats)
+    # Not through the RepeatFilter: it drops a repeat by raising structlog's DropEvent, a
+    # BaseException that logging does not catch, so it would end the library task that
+    # logged (aiokafka's, while Kafka is down: the worker never reconnected).
+    _route_libraries(logging.StreamHandler(sys.stderr), renderer, level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -174,10 +177,7 @@ def configure(
 
 
 def _route_libraries(
-    handler: logging.Handler,
-    renderer: structlog.types.Processor,
-    level: str,
-    repeats: RepeatFilter | None = None,
+    handler: logging.Handler, renderer: structlog.types.Processor, level: str
 ) -> None:
     """The root logger writes the libraries' records to ``handler``, rendered as ours."""
     threshold = logging.getLevelNamesMapping()[level.upper()]
@@ -186,7 +186,6 @@ def _route_libraries(
             foreign_pre_chain=[
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.add_log_level,
-                *([repeats] if repeats is not None else []),
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
             ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
