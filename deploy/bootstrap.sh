@@ -14,14 +14,14 @@ command -v mvn >/dev/null || need+=(maven)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v kcat >/dev/null || need+=(kcat)
-command -v prometheus >/dev/null || need+=(prometheus)
-command -v promtool >/dev/null || need+=(prometheus)
+{ command -v prometheus && command -v promtool; } >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "bootstrap: installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+  # DEBCONF_NOWARNINGS: no "delaying package configuration" notice where apt-utils is absent
+  $sudo env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq --no-install-recommends \
     "${need[@]}" >/dev/null
 fi
 
