@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import signal
 import sys
 import textwrap
@@ -24,7 +23,7 @@ from carriers.ledger import Ledger, register_metrics
 from carriers.simulation import SimulationFileError
 from router.contracts import interconnect
 from router.contracts.network_file import NetworkFileError
-from router.support import logs
+from router.support import heap, logs
 from router.support.argtypes import positive
 from router.support.credentials import CredentialsError, MqttAccess, Secrets, check_name
 from router.support.infra_settings import InfraSettings
@@ -286,9 +285,9 @@ def _serve(
 ) -> int:
     ledger_path: Path = args.ledger or args.network / f"ledger-{host_id}.json"
     # The decks and truth tables live as long as the process: keep the garbage collector
-    # from walking them on every full collection.
-    gc.collect()
-    gc.freeze()
+    # from walking them on every full collection, and collect young objects rarely enough
+    # that results and reports die before (router.support.heap).
+    heap.settle()
     server = None
     if args.metrics_port is not None:
         registry = CollectorRegistry()

@@ -60,35 +60,24 @@ ENCODER: Final = msgspec.msgpack.Encoder()
 DECODER: Final = msgspec.msgpack.Decoder(AttemptRecord)
 
 
-class Known:
-    """What this worker knows of one message id."""
+class Known(msgspec.Struct, gc=False):
+    """What this worker knows of one message id.
 
-    __slots__ = (
-        "attempt",
-        "carrier",
-        "code",
-        "encoding",
-        "kind",
-        "partition",
-        "price",
-        "seen",
-        "segments",
-        "state",
-        "tried",
-    )
+    Untracked by the garbage collector (``gc=False``: it holds only strings, numbers and
+    a tuple of strings, so it is never part of a cycle): a worker keeps up to
+    ``dedupe_max_ids`` of them for minutes, and each full collection walked them all."""
 
-    def __init__(self, partition: int, seen: float) -> None:
-        self.partition = partition
-        self.seen = seen  # monotonic seconds, when it entered the memory
-        self.state = IN_FLIGHT
-        self.carrier = ""
-        self.attempt = 0
-        self.kind = ""
-        self.price = 0.0
-        self.tried: tuple[str, ...] = ()
-        self.code = 0
-        self.segments = 0
-        self.encoding = ""
+    partition: int
+    seen: float  # monotonic seconds, when it entered the memory
+    state: int = IN_FLIGHT
+    carrier: str = ""
+    attempt: int = 0
+    kind: str = ""
+    price: float = 0.0
+    tried: tuple[str, ...] = ()
+    code: int = 0
+    segments: int = 0
+    encoding: str = ""
 
     def apply(self, r: AttemptRecord) -> None:
         if r.state == IN_FLIGHT and self.state != IN_FLIGHT:

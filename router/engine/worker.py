@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import time
@@ -52,6 +51,7 @@ from router.engine.sink import KafkaSink
 from router.engine.transports.base import Transport
 from router.engine.transports.mqtt import CarrierLink, MqttOutbox
 from router.engine.transports.tokens import ReplayGuard, Signer
+from router.support import heap
 from router.support.targets import write_target
 
 log = structlog.get_logger("router.engine.worker")
@@ -132,9 +132,9 @@ class Worker:
         router = Router(table)
         # The route table is millions of long-lived objects: move them out of the
         # collector's sight, or every full collection walks them all (on a generated
-        # network that was most of the worker's time, charged to whatever ran next).
-        gc.collect()
-        gc.freeze()
+        # network that was most of the worker's time, charged to whatever ran next); and
+        # collect young objects rarely enough that messages die before (router.support.heap).
+        heap.settle()
         log.info("network loaded", network=str(network_dir), carriers=len(table.carriers))
         await self._ensure_topics()
         producer = kafka.producer(s.kafka(), client_id=f"supernet-{s.instance}")

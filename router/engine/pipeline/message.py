@@ -39,6 +39,7 @@ class Message:
     """A request in flight on this worker."""
 
     __slots__ = (
+        "answer_due",
         "asked_epoch",
         "asks",
         "attempt",
@@ -95,6 +96,7 @@ class Message:
         self.doubt_until = 0.0  # re-asks without an answer are not trusted until then
         self.awaiting = 0  # the attempt whose submit result is awaited; 0 if none
         self.submitted_at = 0.0  # monotonic, for the submit timeout and the histogram
+        self.answer_due = 0.0  # monotonic: the last ask's answer is due (0: not published)
         self.submitted_ms = 0  # wall clock ms, for the sent receipt's submitted_ts
         self.failovers: list[wire.FailedAttempt] = []
         self.tried: list[str] = []  # carriers that rejected it or never answered

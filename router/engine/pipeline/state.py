@@ -53,7 +53,11 @@ class State:
         self.clock = clock
         self.wall_ms = wall_ms
         self.awaiting: dict[tuple[str, int], list[Message]] = {}
-        self.timeouts: deque[tuple[float, Message, int]] = deque()
+        # (deadline, message id, attempt): the answer to a published ask is due then. Keys,
+        # not messages: an answered message must not live on here until its deadline (at
+        # thousands a second, ten seconds of them survived into the collector's oldest
+        # generation, and each full collection walked them all).
+        self.timeouts: deque[tuple[float, str, int]] = deque()
         self.held: deque[Message] = deque()
         self.active: dict[str, Message] = {}  # message id -> its message in flight here
         # When a silence proves nothing: the link reconnected (epoch), or the carrier went

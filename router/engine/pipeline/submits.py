@@ -76,6 +76,7 @@ class Submits(Outcomes):
         m.asks += 1
         m.last_ask = ask = self.next_ask()
         m.submitted_at = self.clock()
+        m.answer_due = 0.0  # until the broker has this ask
         m.submitted_ms = wall = self.wall_ms()
         m.asked_epoch = self.link_epoch
         carrier = route.carrier
@@ -113,7 +114,9 @@ class Submits(Outcomes):
             waiting = awaiting.get((item.id, item.attempt))
             if waiting:
                 for m in waiting:
-                    timeouts.append((deadline, m, item.attempt))
+                    if m.last_ask == item.ask:  # this ask of it (not an earlier one's batch)
+                        m.answer_due = deadline
+                timeouts.append((deadline, item.id, item.attempt))
 
     def _unwait(self, m: Message, attempt: int) -> None:
         key = (m.request.id, attempt)
@@ -169,24 +172,37 @@ class Submits(Outcomes):
         """Ask again, or fail over, every submit whose result did not come in time."""
         now = self.clock()
         timeouts = self.timeouts
-        owns = self.tracker.owns
+        awaiting = self.awaiting
         while timeouts and timeouts[0][0] <= now:
-            _, m, attempt = timeouts.popleft()
-            if m.awaiting != attempt or m.written or not owns(m.key):
-                continue  # answered in time, or no longer ours
-            try:
-                if m.asks < ASKS or self._doubtful(m, now):
-                    # No answer is not a rejection: the carrier may have taken it (and the
-                    # result been lost). Ask the same carrier again, with the same id.
-                    self.metrics.resubmits.inc()
-                    self._send(m, attempt)
-                    continue
-                self._unwait(m, attempt)
-                assert m.route is not None
-                self.router.health.submit_failed(m.route.carrier, now, "submit timeout")
-                self.failover(m, Code.UNKNOWN_ERROR, now)
-            except Exception as e:
-                self._internal(m, e)
+            _, mid, attempt = timeouts.popleft()
+            waiting = awaiting.get((mid, attempt))
+            if waiting:  # else answered in time
+                for m in list(waiting):  # asking again or failing over changes it
+                    self._expire(m, attempt, now)
+
+    def _expire(self, m: Message, attempt: int, now: float) -> None:
+        if (
+            not m.answer_due
+            or m.answer_due > now  # asked again since, and that ask is not due yet
+            or m.awaiting != attempt
+            or m.written
+            or not self.tracker.owns(m.key)
+        ):
+            return  # answered in time, or no longer ours
+        m.answer_due = 0.0
+        try:
+            if m.asks < ASKS or self._doubtful(m, now):
+                # No answer is not a rejection: the carrier may have taken it (and the
+                # result been lost). Ask the same carrier again, with the same id.
+                self.metrics.resubmits.inc()
+                self._send(m, attempt)
+                return
+            self._unwait(m, attempt)
+            assert m.route is not None
+            self.router.health.submit_failed(m.route.carrier, now, "submit timeout")
+            self.failover(m, Code.UNKNOWN_ERROR, now)
+        except Exception as e:
+            self._internal(m, e)
 
     def _doubtful(self, m: Message, now: float) -> bool:
         """Whether the last ask's silence proves nothing (so the carrier is asked again,

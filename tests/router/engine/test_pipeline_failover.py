@@ -9,6 +9,7 @@ import pytest
 from router.contracts import interconnect, wire
 from router.contracts.codes import Code
 from router.core.health import Breaker
+from router.engine.pipeline import Message
 from tests.router.engine.fakes import (
     FR_SINGLE,
     GB_MULTI,
@@ -133,6 +134,24 @@ def test_failover_stays_within_max_price() -> None:
 # -- submit timeouts ------------------------------------------------------------------------
 
 
+def test_an_answered_submit_is_not_held_until_its_deadline() -> None:
+    # The timeout queue names (id, attempt): a message answered in time is gone from the
+    # pipeline at once, not kept alive until its deadline passes (memory, and the garbage
+    # collector's work, at thousands of messages a second).
+    w = World(submit_timeout_s=10.0)
+    w.take(request())
+    carrier, item = w.last_submit()
+    w.publish(carrier, item)
+    w.accept(carrier, item)
+    assert len(w.pipeline.timeouts) == 1
+    held = [x for entry in w.pipeline.timeouts for x in entry if isinstance(x, Message)]
+    assert held == []
+    assert w.pipeline.active == {}
+    w.clock.advance(10.1)
+    w.pipeline.expire_submits()
+    assert (len(w.pipeline.timeouts), len(w.link.submits)) == (0, 1)
+
+
 def test_unanswered_submit_times_out_and_fails_over() -> None:
     w = World(submit_timeout_s=2.0)
     offset = w.take(request())
@@ -146,7 +165,11 @@ def test_unanswered_submit_times_out_and_fails_over() -> None:
     w.pipeline.expire_submits()
     assert len(w.link.submits) == 2  # no answer is not a rejection: asked again
     assert (w.last_submit()[0], w.last_submit()[1].attempt) == (c1, 1)
-    w.publish(c1, item1)
+    w.publish(c1, item1)  # the first ask's batch again (requeued): not this ask's deadline
+    w.clock.advance(2.1)
+    w.pipeline.expire_submits()
+    assert len(w.link.submits) == 2
+    w.publish(*w.last_submit())
     w.clock.advance(2.1)
     w.pipeline.expire_submits()
     assert len(w.link.submits) == 3
@@ -273,12 +296,12 @@ def test_a_reconnected_link_makes_a_silence_inconclusive() -> None:
     w.publish(carrier, item)
     w.clock.advance(2.5)
     w.pipeline.expire_submits()  # first silence: asked again
-    w.publish(carrier, item)
+    w.publish(*w.last_submit())
     w.pipeline.on_changed(())  # the MQTT link came back: that answer may have been lost
     w.clock.advance(2.5)
     w.pipeline.expire_submits()
     assert [c for c, _ in w.link.submits] == [carrier] * 3  # asked again, not failed over
-    w.publish(carrier, item)
+    w.publish(*w.last_submit())
     w.clock.advance(2.5)
     w.pipeline.expire_submits()  # a silence on a steady link: that carrier has failed
     assert len({c for c, _ in w.link.submits}) == 2
