@@ -94,7 +94,11 @@ class MqttOutbox:
         # flight (or one report receipt), and intake pauses at max_in_flight.
         self._queue: deque[Batch] = deque()
         self._publishing = 0  # batches taken by a publisher and not yet published
-        self._queued = asyncio.Event()  # set while the queue holds a batch
+        # Publishers waiting in ``take``, each woken alone: with one Event for all of them,
+        # every batch woke all 64 and 63 went back to sleep (77 µs of CPU per batch, most
+        # of an idle worker's time). asyncio.Queue wakes one too, but cannot put a cut-off
+        # batch back in front.
+        self._takers: deque[asyncio.Future[None]] = deque()
         self._idle = asyncio.Event()  # set while nothing is queued or being published
         self._idle.set()
 
@@ -180,8 +184,16 @@ class MqttOutbox:
 
     def _enqueue(self, batch: Batch) -> None:
         self._queue.append(batch)
-        self._queued.set()
         self._idle.clear()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        takers = self._takers
+        while takers:
+            taker = takers.popleft()
+            if not taker.done():
+                taker.set_result(None)
+                return
 
     # -- draining (the publishers' side) -------------------------------------------------
 
@@ -189,8 +201,14 @@ class MqttOutbox:
         """The oldest queued batch, once there is one; ``published`` or ``requeue`` it."""
         queue = self._queue
         while not queue:
-            self._queued.clear()
-            await self._queued.wait()
+            taker = asyncio.get_running_loop().create_future()
+            self._takers.append(taker)
+            try:
+                await taker
+            except asyncio.CancelledError:
+                if taker.done() and not taker.cancelled():
+                    self._wake_one()  # woken for a batch, then cancelled: pass it on
+                raise
         self._publishing += 1
         return queue.popleft()
 
@@ -203,7 +221,7 @@ class MqttOutbox:
         """A batch from ``take`` was cut off: it goes first again."""
         self._publishing -= 1
         self._queue.appendleft(batch)
-        self._queued.set()
+        self._wake_one()
 
     def _settle(self) -> None:
         if not self._queue and not self._publishing:

@@ -146,6 +146,27 @@ async def test_a_cut_off_batch_goes_first_again_and_idle_waits_for_it() -> None:
     assert outbox.queued == 0
 
 
+async def test_a_batch_wakes_one_waiting_publisher_and_a_cancelled_one_passes_it_on() -> None:
+    outbox = MqttOutbox("w1")
+    outbox.on_directory("h1", ["c1"])
+    takers = [asyncio.create_task(outbox.take()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait
+    outbox.submit("c1", item(1, "c1"))
+    outbox.flush()  # one batch: the first taker is woken for it...
+    takers[0].cancel()  # ...and cancelled before it runs
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert takers[0].cancelled()
+    done = [t for t in takers[1:] if t.done()]
+    assert len(done) == 1  # the batch went to one of the others, and only to one
+    assert submits(done[0].result()[2]) == [("m1", "c1")]
+    outbox.submit("c1", item(2, "c1"))
+    outbox.flush()
+    (rest,) = [t for t in takers[1:] if not t.done()]
+    async with asyncio.timeout(1):
+        assert submits((await rest)[2]) == [("m2", "c1")]
+
+
 # --- the link, over a fake client ---------------------------------------------------------
 
 
