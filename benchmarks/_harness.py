@@ -287,9 +287,16 @@ async def grant(settings: InfraSettings, pipeline: Pipeline) -> None:
 
 
 async def revoke(settings: InfraSettings, pipeline: Pipeline) -> None:
-    """Take back what ``grant`` gave (the brokers' ACL list does not grow run by run)."""
+    """Take back what ``grant`` gave and delete the pipeline's topics: neither the brokers'
+    ACL list nor their partitions grow run by run (an idle broker with 360 partitions
+    left by earlier runs spent 8% of a core)."""
     if settings.security:
         await kafka_acls.revoke(kafka_admin(settings), pipeline)
+    attempts = pipeline.attempts or f"{pipeline.requests}.attempts"
+    await kafka.delete_topics(
+        kafka_admin(settings),
+        [pipeline.requests, pipeline.receipts, pipeline.dead_letter, attempts],
+    )
 
 
 @dataclass(frozen=True, slots=True)

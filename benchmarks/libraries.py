@@ -148,6 +148,7 @@ async def kafka_cases(args: argparse.Namespace, pid: int) -> list[Row]:
         rows.append(await measure("aiokafka getmany (consumer)", total, pid, consume))
     finally:
         await kafka.let_go(consumer.stop)
+        await kafka.delete_topics(access, [topic])
     return rows
 
 

@@ -73,8 +73,9 @@ class Receipt(msgspec.Struct, frozen=True):
     price: float | None = None
     currency: str = "USD"
     failovers: list[FailedAttempt] = msgspec.field(default_factory=list)
-    # ``sent`` only: ms since the Unix epoch when the worker handed this attempt's submit to
-    # the carrier link (``ts`` is when the carrier's acceptance came back).
+    # ``sent`` only: ms since the Unix epoch when the worker first handed the message to a
+    # carrier link (its first attempt's first ask: the engine's own time ends there, and
+    # failovers are carriers' time); ``ts`` is when the acceptance came back.
     submitted_ts: int | None = None
 
 

@@ -222,6 +222,18 @@ async def ensure_topics(access: KafkaAccess, topics: Iterable[TopicSpec]) -> Non
         await let_go(admin.close)
 
 
+async def delete_topics(access: KafkaAccess, names: Iterable[str]) -> None:
+    """Delete those of ``names`` that exist (the benchmarks' own topics, after a run)."""
+    admin = admin_client(access)
+    await admin.start()
+    try:
+        doomed = sorted(set(names) & set(await admin.list_topics()))
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await let_go(admin.close)
+
+
 # ---- reading a topic back between offsets --------------------------------------------
 # The one reader for every "what is in this topic between here and there": the worker's
 # restore of its attempts, the demo's read-back of a run, the tests' checks.

@@ -49,6 +49,7 @@ class Message:
         "done",
         "doubt_until",
         "failovers",
+        "first_submit_ms",
         "followers",
         "held_until",
         "hold_code",
@@ -97,7 +98,8 @@ class Message:
         self.awaiting = 0  # the attempt whose submit result is awaited; 0 if none
         self.submitted_at = 0.0  # monotonic, for the submit timeout and the histogram
         self.answer_due = 0.0  # monotonic: the last ask's answer is due (0: not published)
-        self.submitted_ms = 0  # wall clock ms, for the sent receipt's submitted_ts
+        self.submitted_ms = 0  # wall clock ms of the last ask (the submit's signed ts)
+        self.first_submit_ms = 0  # wall clock ms of the first ask: the receipt's submitted_ts
         self.failovers: list[wire.FailedAttempt] = []
         self.tried: list[str] = []  # carriers that rejected it or never answered
         # its outcome has been handed to the sink, or its partition was revoked: either

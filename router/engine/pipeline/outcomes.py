@@ -59,7 +59,7 @@ class Outcomes(State):
             encoding=d.encoding,
             price=price,
             failovers=m.failovers,
-            submitted_ts=m.submitted_ms or None,
+            submitted_ts=m.first_submit_ms or None,
         )
         outcome = AttemptRecord(
             id=r.id,

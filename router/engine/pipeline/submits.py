@@ -78,6 +78,8 @@ class Submits(Outcomes):
         m.submitted_at = self.clock()
         m.answer_due = 0.0  # until the broker has this ask
         m.submitted_ms = wall = self.wall_ms()
+        if not m.first_submit_ms:
+            m.first_submit_ms = wall
         m.asked_epoch = self.link_epoch
         carrier = route.carrier
         self.link.submit(

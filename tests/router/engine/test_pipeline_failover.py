@@ -35,10 +35,12 @@ def test_rejection_fails_over_to_the_next_carrier() -> None:
     expected = twin_decision(w, GB_MULTI)
     offset = w.take(request(to=GB_MULTI))
     c1, item1 = w.last_submit()
+    w.wall.ms += 120  # the first carrier takes its time to refuse
     w.reject(c1, item1, Code.QUEUE_OVERFLOW)
     assert w.sink.records == []
     assert len(w.link.submits) == 2
     c2, item2 = w.last_submit()
+    assert item2.ts == item1.ts + 120  # each ask signs its own time
     assert c2 != c1
     assert c2 == expected.fallbacks()[0].carrier
     assert item2.attempt == 2
@@ -53,6 +55,8 @@ def test_rejection_fails_over_to_the_next_carrier() -> None:
     assert receipt.attempt == 2
     assert receipt.price == pytest.approx(0.05)
     assert receipt.failovers == [wire.FailedAttempt(c1, 1, Code.QUEUE_OVERFLOW)]
+    # The engine's own time ends at the first submit; the failover was a carrier's time.
+    assert receipt.submitted_ts == item1.ts
     assert_done_only_after_ack(w, offset)
 
 
