@@ -125,6 +125,16 @@ async def kafka_cases(args: argparse.Namespace, pid: int) -> list[Row]:
                 await asyncio.sleep(0)
             await asyncio.gather(*futures)
 
+        small = keys[: args.requests]
+
+        async def one_by_one() -> None:
+            # A request per record, each awaited: how a worker writes at a low rate.
+            for key in small:
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+                await (await producer.send_batch(batch, topic, partition=0))
+
+        rows.append(await measure("one record per request (awaited)", len(small), pid, one_by_one))
         rows.append(await measure("aiokafka send() per record", len(keys), pid, per_record))
         rows.append(await measure("aiokafka send_batch per partition", len(keys), pid, batched))
     finally:
@@ -136,7 +146,7 @@ async def kafka_cases(args: argparse.Namespace, pid: int) -> list[Row]:
         tps = [kafka.TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        total = 2 * len(keys) + 200  # both cases' records and the warm-up's
+        total = 2 * len(keys) + args.requests + 200  # every case's records and the warm-up's
 
         async def consume() -> None:
             seen = 0
@@ -256,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark's secured brokers (see the module's docstring)."
     )
     p.add_argument("--records", type=int, default=60_000, help="Kafka records per case")
+    p.add_argument("--requests", type=int, default=2_000,
+                   help="Kafka requests of one record each")  # fmt: skip
     p.add_argument("--record-bytes", type=int, default=300, help="a receipt's size")
     p.add_argument("--publishes", type=int, default=10_000, help="MQTT publishes per case")
     p.add_argument("--mqtt-bytes", type=int, default=8_000,
@@ -263,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-infra", action="store_true", help="leave the brokers running")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
-    if min(args.records, args.record_bytes, args.publishes, args.mqtt_bytes) < 1:
+    args.requests = min(args.requests, args.records)
+    if min(args.records, args.requests, args.record_bytes, args.publishes, args.mqtt_bytes) < 1:
         p.error("counts and sizes must be at least 1")
     names = ["kafka", "mosquitto"]
     started = not infra.status(BENCH_INFRA, names)

@@ -25,6 +25,9 @@ generator encodes them. Slice by slice (``--slice`` records, as a fetch hands th
    CRC-32, grouping), and ``kafka batches``: aiokafka's own batch builder over the same
    records (``producer.create_batch().append``), apart, since it is the library's.
 
+Apart: ``publisher wake-ups``, the CPU per batch of the MQTT outbox with the link's 64
+publishers waiting on it, batches queued one at a time (each used to wake all 64).
+
 The same-run baseline, ``wire floor``: the codec work alone that a message's life needs
 (decode the request; encode an attempt record, a submit, two receipts and an outcome
 record; decode its result and its report), with msgspec, per message.
@@ -38,6 +41,7 @@ prints the top functions by own time over one more round.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import json
@@ -66,7 +70,7 @@ from router.engine.metrics import Metrics
 from router.engine.offsets import OffsetTracker
 from router.engine.pipeline import Pipeline
 from router.engine.sink import KafkaSink
-from router.engine.transports.mqtt import CarrierLink, MqttOutbox
+from router.engine.transports.mqtt import PUBLISHERS, CarrierLink, MqttOutbox
 from router.engine.transports.tokens import ReplayGuard, Signer
 from router.support import heap, logs
 from router.support.credentials import MqttAccess
@@ -281,6 +285,39 @@ def _answers(batches: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return results, reports
 
 
+async def publisher_wakeups(batches: int = 5000) -> float:
+    """CPU µs per batch of the outbox with the link's 64 publishers waiting on it, batches
+    queued one at a time (a low rate: each message nearly its own batch)."""
+    outbox = MqttOutbox("router-bench")
+    outbox.on_directory(HOST, ["c1"])
+    taken = 0
+    all_taken = asyncio.Event()
+
+    async def publisher() -> None:
+        nonlocal taken
+        while True:
+            await outbox.take()
+            await asyncio.sleep(0)  # the publish
+            outbox.published()
+            taken += 1
+            if taken == batches:
+                all_taken.set()
+
+    tasks = [asyncio.create_task(publisher()) for _ in range(PUBLISHERS)]
+    await asyncio.sleep(0.01)
+    item = interconnect.SubmitItem(id="m", to="+447700900123", carrier="c1")
+    t = time.process_time_ns()
+    for _ in range(batches):
+        outbox.submit("c1", item)
+        outbox.flush()
+        await asyncio.sleep(0.0002)
+    await all_taken.wait()
+    spent = time.process_time_ns() - t
+    for task in tasks:
+        task.cancel()
+    return spent / 1000 / batches
+
+
 def _records(traffic: Traffic, n: int) -> list[bytes]:
     now = time.time_ns() // 1_000_000
     return [wire.ENCODER.encode(traffic.next(now)) for _ in range(n)]
@@ -368,6 +405,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "gc_collections": best.gc_runs,
         "gc_ms": [round(ns / 1e6, 1) for ns in best.gc_ns],
         "receipts": best.outcomes,
+        "publisher_wakeup_us_per_batch": round(await publisher_wakeups(), 1),
     }
 
 
@@ -394,6 +432,8 @@ def show(result: dict[str, object]) -> None:
     t.add_row("wire floor (msgspec alone)", f"{result['wire_floor_us']:.2f}")
     console.print(t)
     console.print(f"receipts by status: {result['receipts']}")
+    console.print(f"the outbox with {PUBLISHERS} publishers waiting: "
+                  f"{result['publisher_wakeup_us_per_batch']} µs of CPU per batch")  # fmt: skip
     console.print(f"garbage collector: thresholds {result['gc_threshold']}; collections by "
                   f"generation {result['gc_collections']}, ms {result['gc_ms']}")  # fmt: skip
 
