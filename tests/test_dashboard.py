@@ -24,6 +24,7 @@ from carriers.ledger import Ledger, register_metrics
 from router.engine.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "supernet.json"
+RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "supernet.rules.yml"
 
 # Labels Prometheus adds at scrape time, and the histogram bucket label.
 SCRAPE_LABELS = frozenset({"instance", "job", "le"})
@@ -32,6 +33,7 @@ GRAFANA_DURATIONS = ("$__rate_interval", "$__interval", "$__range")
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _METRIC = re.compile(r"(?<![\w:])supernet_[A-Za-z0-9_:]*")
+_RECORDED = re.compile(r"(?<![\w:])supernet:[A-Za-z0-9_:]*")
 _SELECTOR = re.compile(r"(?<![\w:])(supernet_[A-Za-z0-9_:]*)\s*\{([^}]*)\}")
 _MATCHER_LABEL = re.compile(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)")
 
@@ -145,13 +147,25 @@ def test_every_panel_has_title_and_datasource(dashboard: dict[str, Any]) -> None
             assert target.get("expr", "").strip(), f"{title}: empty expression"
 
 
+def recorded_names(expr: str) -> set[str]:
+    """The recording rules (``supernet:...``) an expression refers to."""
+    return set(_RECORDED.findall(_STRING.sub('""', expr)))
+
+
+def recording_rules() -> set[str]:
+    """The names ``deploy/prometheus/supernet.rules.yml`` records."""
+    return set(re.findall(r"^\s*- record: (\S+)", RULES.read_text(), flags=re.M))
+
+
 def test_every_metric_exists(dashboard: dict[str, Any], known: dict[str, set[str]]) -> None:
     missing: list[str] = []
+    recorded = recording_rules()
     for title, expr in expressions(dashboard):
-        names = metric_names(expr)
-        if not names:
-            missing.append(f"{title}: no supernet_ metric in {expr!r}")
+        names, rules = metric_names(expr), recorded_names(expr)
+        if not names and not rules:
+            missing.append(f"{title}: no supernet_ metric or recorded rule in {expr!r}")
         missing += [f"{title}: {name} in {expr!r}" for name in sorted(names - known.keys())]
+        missing += [f"{title}: {name} is not recorded" for name in sorted(rules - recorded)]
     assert not missing, "unknown metrics:\n" + "\n".join(missing)
 
 
@@ -168,6 +182,7 @@ def test_every_label_matcher_exists(dashboard: dict[str, Any], known: dict[str, 
 def test_extraction_helpers() -> None:
     expr = 'sum(rate(supernet_a_total{job="supernet_not_a_metric"}[1m])) / supernet_b'
     assert metric_names(expr) == {"supernet_a_total", "supernet_b"}
+    assert recorded_names("topk(3, supernet:a:rate1m) / supernet_b") == {"supernet:a:rate1m"}
     assert matcher_labels(expr) == [("supernet_a_total", "job")]
 
 

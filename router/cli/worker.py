@@ -9,6 +9,7 @@ import socket
 from typing import Any
 
 from router.engine import settings as settings_mod
+from router.support.infra_settings import host_in_url
 
 EPILOG_SETTINGS = (
     "settings come from, in order of precedence: flags, SUPERNET_* environment variables,\n"
@@ -154,7 +155,12 @@ def run_fleet(args: argparse.Namespace) -> int:
         return 2
     # Every restart line matters here, and the backoff already spaces them: no summaries.
     logs.configure(s.log_format, s.log_level, repeat_interval_s=None)
-    fleet = Fleet(args.workers, per_slot, stop_grace_s=s.drain_timeout_s + 15)
+    # Each worker's /healthz, on its own metrics port: the fleet kills one that stops
+    # being alive (router.engine.probes); none without metrics ports.
+    host = host_in_url(s.metrics_host)
+    health = [f"http://{host}:{s.metrics_port + i}/healthz" if s.metrics_port else None
+              for i in range(args.workers)]  # fmt: skip
+    fleet = Fleet(args.workers, per_slot, stop_grace_s=s.drain_timeout_s + 15, health=health)
     try:
         return uvloop.run(fleet.run())
     finally:

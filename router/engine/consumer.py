@@ -45,6 +45,7 @@ ReadAttempts = Callable[[list[int]], Awaitable[dict[int, list[bytes]]]]
 RESUME_AT = 0.75  # intake resumes below this share of max_in_flight
 REVOKE_DRAIN_S = 5.0  # how long a rebalance waits for the revoked partitions' work
 SLICE = 500  # records asked for at most per poll: keeps the loop responsive
+LAG_POSITION_S = 0.5  # how long the lag gauge waits for a partition's position, at most
 
 
 class Consumer(Protocol):
@@ -61,6 +62,10 @@ class Consumer(Protocol):
     def seek(self, partition: Any, offset: int) -> None: ...
 
     async def commit(self, offsets: dict[Any, int]) -> None: ...
+
+    def highwater(self, partition: Any) -> int | None: ...
+
+    async def position(self, partition: Any) -> int: ...
 
 
 class RequestIntake:
@@ -188,6 +193,25 @@ class RequestIntake:
             return
         self.tracker.committed(moved)
         self.metrics.commits.inc()
+
+    async def lag(self) -> dict[int, int]:
+        """Per assigned partition (number), the records Kafka holds beyond the last one
+        taken: the high watermark of this consumer's last fetch minus its position (the
+        next offset getmany hands out). Partitions not fetched since assignment (no high
+        watermark yet) are left out."""
+        out: dict[int, int] = {}
+        for tp in list(self.generation):
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                # Known at once, except while aiokafka resets it (then the next round).
+                async with asyncio.timeout(LAG_POSITION_S):
+                    position = await self.consumer.position(tp)
+            except (TimeoutError, kafka.KafkaError, AssertionError):  # or revoked meanwhile
+                continue
+            out[tp.partition] = max(0, high - position)
+        return out
 
     # -- intake -------------------------------------------------------------------------
 

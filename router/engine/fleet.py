@@ -4,6 +4,9 @@ The supervisor restarts a worker that exits on its own (after a short backoff th
 grows only while the worker keeps failing quickly), passes SIGTERM and SIGINT on to
 every worker, and exits once they have drained: 0 if every worker drained cleanly.
 SIGHUP is passed on too: each worker reloads its network directory (``reload``).
+With a liveness URL per slot (the worker's ``/healthz``, ``router.engine.probes``), the
+supervisor also kills a worker that was alive and then fails ``Liveness.failures`` probes
+in a row (a stuck event loop does not exit by itself); it is restarted like any other.
 Each worker's stdout and stderr come back through pipes and are copied to the fleet's
 own, one whole line at a time, so that two workers' JSON lines are never glued together.
 """
@@ -16,7 +19,10 @@ import os
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import IO
 
 import structlog
@@ -39,6 +45,24 @@ RESTARTS_ENV = "SUPERNET_WORKER_RESTARTS"  # how often the fleet restarted this 
 WORKER_COMMAND = (sys.executable, "-m", "router", "worker")
 LINE_LIMIT = 1 << 20  # bytes; a longer line is forwarded in pieces of this size
 OUTPUT_GRACE_S = 2.0  # after a worker exits, how long its last lines may take to arrive
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How the supervisor probes a worker's ``/healthz``: every ``every_s``; ``failures``
+    in a row (no answer in ``timeout_s``, or not 200) after a first good one kill it."""
+
+    every_s: float = 5.0
+    failures: int = 6
+    timeout_s: float = 2.0
+
+
+def _alive(url: str, timeout_s: float) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 class Restarts:
@@ -104,6 +128,8 @@ class Fleet:
         stderr: IO[bytes] | None = None,
         line_limit: int = LINE_LIMIT,
         backoff: Callable[[], Backoff] = lambda: Backoff(RESTART_INITIAL_S, RESTART_CAP_S),
+        health: Sequence[str | None] | None = None,
+        liveness: Liveness = Liveness(),
     ) -> None:
         self.workers = workers
         self.worker_args = worker_args  # per slot: the arguments after `command`
@@ -116,6 +142,8 @@ class Fleet:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = [0] * workers  # per slot
         self.backoff = backoff  # makes a slot's Backoffs
+        self.health = list(health) if health is not None else [None] * workers  # per slot
+        self.liveness = liveness
 
     async def _pipe(
         self, owner: contextlib.AsyncExitStack, child_ends: contextlib.ExitStack
@@ -156,12 +184,36 @@ class Fleet:
                     tg.create_task(forward_lines(out, self.stdout, self.line_limit)),
                     tg.create_task(forward_lines(err, self.stderr, self.line_limit)),
                 ]
+                url = self.health[i]
+                watch = tg.create_task(self._watch(i, proc, url)) if url else None
                 code = await proc.wait()
+                if watch is not None:
+                    watch.cancel()
                 # A grandchild that inherited the pipes could keep them open for ever.
                 _, late = await asyncio.wait(copies, timeout=OUTPUT_GRACE_S)
                 for task in late:
                     task.cancel()
             return proc.pid, code
+
+    async def _watch(self, i: int, proc: asyncio.subprocess.Process, url: str) -> None:
+        """Kill slot ``i``'s worker once it was alive and then fails ``failures`` probes in
+        a row; one never alive yet (still loading its network) is left to start."""
+        live = self.liveness
+        seen_alive = False
+        failures = 0
+        while proc.returncode is None:
+            await asyncio.sleep(live.every_s)
+            if await asyncio.to_thread(_alive, url, live.timeout_s):
+                seen_alive, failures = True, 0
+                continue
+            if not seen_alive or self.stop.is_set():
+                continue
+            failures += 1
+            if failures >= live.failures and proc.returncode is None:
+                log.error("worker not alive; killing it", slot=i, pid=proc.pid, url=url,
+                          failures=failures)  # fmt: skip
+                proc.kill()
+                return
 
     async def _supervise(self, i: int) -> int:
         restarts = Restarts(self.backoff(), self.backoff())

@@ -155,6 +155,13 @@ class Metrics:
             "Delivery reports acknowledged to carriers (their receipts durable).",
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "supernet_consumer_lag",
+            "Requests in Kafka beyond the last one this worker took, per assigned partition "
+            "(from the high watermarks of its own fetches).",
+            ["partition"],
+            registry=registry,
+        )
         self.broker_connected = Gauge(
             "supernet_broker_connected",
             "1 while the worker's connection to the broker works (kafka, mqtt), else 0.",

@@ -35,16 +35,17 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from router.core.decision import Router
 from router.core.network import load_network
-from router.engine import kafka
+from router.engine import kafka, probes
 from router.engine.attempts import AttemptMemory
 from router.engine.consumer import PartitionKey, Rebalance, RequestIntake
 from router.engine.metrics import BREAKER_VALUES, Metrics
 from router.engine.offsets import OffsetTracker
 from router.engine.pipeline import Pipeline
+from router.engine.probes import Probes
 from router.engine.reload import reload_on
 from router.engine.settings import SettingsError, WorkerSettings
 from router.engine.sink import KafkaSink
@@ -103,6 +104,8 @@ class Worker:
         self.tracker: OffsetTracker[PartitionKey] = OffsetTracker()
         self.stop = asyncio.Event()
         self.reload = asyncio.Event()  # set by SIGHUP: read the network directory again
+        self.probes = Probes()  # what /healthz and /readyz report (router.engine.probes)
+        self.intake: RequestIntake | None = None  # once the consumer runs
 
     async def read_attempts(self, partitions: list[int]) -> dict[int, list[bytes]]:
         """The attempts log's records of the dedupe window, per requests partition."""
@@ -138,17 +141,17 @@ class Worker:
         log.info("network loaded", network=str(network_dir), carriers=len(table.carriers))
         await self._ensure_topics()
         producer = kafka.producer(s.kafka(), client_id=f"supernet-{s.instance}")
-        connected = self.metrics.broker_connected
+        connected = self._connected
         refused = self.metrics.interconnect_refused
         async with contextlib.AsyncExitStack() as stack:
             await producer.start()
             stack.push_async_callback(kafka.close_producer, producer)
             sink = KafkaSink(
                 producer, s.receipts_topic, s.dead_letter_topic, s.attempts(),
-                on_state=lambda up: connected.labels("kafka").set(int(up)),
+                on_state=lambda up: connected("kafka", up),
                 on_ack_seconds=self.metrics.kafka_ack_seconds.observe,
             )  # fmt: skip
-            connected.labels("kafka").set(1)
+            connected("kafka", True)
             # The transport's outbox first, then the pipeline that submits into it, then
             # the connection that publishes the outbox and calls the pipeline back.
             secrets = s.secrets()
@@ -167,10 +170,10 @@ class Worker:
             )  # fmt: skip
             link = CarrierLink(
                 mqtt, s.instance, s.dlr_group, outbox, pipeline,
-                on_state=lambda up: connected.labels("mqtt").set(int(up)),
+                on_state=lambda up: connected("mqtt", up),
                 on_refused=lambda reason, n: refused.labels(reason).inc(n),
             )  # fmt: skip
-            connected.labels("mqtt").set(0)
+            connected("mqtt", False)
             async with asyncio.TaskGroup() as tg:
                 background = [
                     tg.create_task(link.run(), name="carrier-link"),
@@ -197,6 +200,7 @@ class Worker:
                     stop=self.stop,
                 )  # fmt: skip
                 consumer.subscribe([s.requests_topic], listener=Rebalance(intake))
+                self.intake = intake
                 background.append(tg.create_task(self._committer(intake), name="committer"))
                 log.info("worker up", instance=s.instance, group=s.group,
                          group_instance_id=s.group_instance_id or None)  # fmt: skip
@@ -246,25 +250,45 @@ class Worker:
             await asyncio.sleep(self.settings.commit_interval_s)
             await intake.commit()
 
+    def _connected(self, broker: str, up: bool) -> None:
+        self.metrics.broker_connected.labels(broker).set(int(up))
+        self.probes.connected[broker] = up
+
     async def _gauges(self, router: Router, pipeline: Pipeline) -> None:
         m = self.metrics
         m.worker_restarts.set(int(os.environ.get("SUPERNET_WORKER_RESTARTS", "0") or 0))
         carriers = list(pipeline.carriers)
+        lagging: set[int] = set()  # partitions with a lag sample
+        probes = self.probes
         while True:
+            probes.beat()  # /healthz: the loop turns
+            probes.draining = self.stop.is_set()
             m.in_flight.set(self.tracker.in_flight)
             m.held.set(len(pipeline.held))
             for cid in carriers:
                 state = router.health.breaker(cid).value.replace("-", "_")
                 m.breaker_state.labels(cid).set(BREAKER_VALUES[state])
+            intake = self.intake
+            if intake is not None:
+                probes.assigned = len(intake.generation)
+                lag = await intake.lag()
+                for partition, records in lag.items():
+                    m.consumer_lag.labels(str(partition)).set(records)
+                for gone in lagging - lag.keys():  # revoked: no stale sample stays
+                    m.consumer_lag.remove(str(gone))
+                lagging = set(lag)
             await asyncio.sleep(GAUGES_S)
 
 
-def serve_metrics(settings: WorkerSettings, registry: CollectorRegistry) -> Path | None:
-    """Serve /metrics; drop a Prometheus file-discovery target if asked. Returns its path."""
+def serve_metrics(
+    settings: WorkerSettings, registry: CollectorRegistry, state: Probes
+) -> Path | None:
+    """Serve /metrics, /healthz and /readyz (``router.engine.probes``); drop a Prometheus
+    file-discovery target if asked. Returns its path."""
     if not settings.metrics_port:
         return None
     try:
-        start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+        probes.serve(settings.metrics_host, settings.metrics_port, state, registry)
     except OSError as e:
         raise SettingsError(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({e}); "
@@ -288,7 +312,7 @@ async def main(settings: WorkerSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop.set)
     loop.add_signal_handler(signal.SIGHUP, worker.reload.set)
-    target = serve_metrics(settings, registry)
+    target = serve_metrics(settings, registry, worker.probes)
     try:
         await worker.run()
     finally:

@@ -3,6 +3,7 @@ admin APIs are off, and it listens on loopback only."""
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 
@@ -38,3 +39,14 @@ def test_quit_reload_and_admin_are_refused_and_prometheus_stays_up(infra: InfraS
         status = _post(base + path)
         assert status >= 400, f"POST {path} answered {status}"
     assert _ready(base), "Prometheus stopped after a POST"
+
+
+def test_the_local_prometheus_loads_the_projects_rules(infra: InfraSettings) -> None:
+    base = f"http://{host_in_url(infra.host)}:{infra.prometheus_port}"
+    with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5) as response:
+        groups = json.loads(response.read())["data"]["groups"]
+    names = {g["name"]: {r["name"] for r in g["rules"]} for g in groups}
+    assert {"supernet.recording", "supernet.alerts"} <= names.keys()
+    assert "SupernetOutcomesStopped" in names["supernet.alerts"]
+    assert "supernet:consumer_lag:sum" in names["supernet.recording"]
+    assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups

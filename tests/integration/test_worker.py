@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -374,6 +375,22 @@ def in_flight(port: int) -> float:
     return sum(s.value for f in families if f.name == "supernet_in_flight" for s in f.samples)
 
 
+def probe(port: int, path: str) -> tuple[int, list[str]]:
+    """A worker's /healthz or /readyz: its status and the reasons it gives."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())["why"]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["why"]
+
+
+def lag_samples(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        families = text_string_to_metric_families(r.read().decode())
+    return {s.labels["partition"]: s.value for f in families if f.name == "supernet_consumer_lag"
+            for s in f.samples}  # fmt: skip
+
+
 async def test_sigterm_during_load_drains_and_exits_zero(
     stack: Stack, network: Path, tmp_path: Path
 ) -> None:
@@ -405,9 +422,20 @@ async def test_sigterm_during_load_drains_and_exits_zero(
         while await asyncio.to_thread(in_flight, port) < 100:
             assert not send.done(), "the stream ended and the worker never held 100 in flight"
             await asyncio.sleep(0.05)
+    # Serving: alive, ready (its partitions, both brokers), its lag per partition shown.
+    assert await asyncio.to_thread(probe, port, "/healthz") == (200, [])
+    assert await asyncio.to_thread(probe, port, "/readyz") == (200, [])
+    assert len(await asyncio.to_thread(lag_samples, port)) == 6
     term_ms = time.time() * 1000
     started = time.monotonic()
     first.signal(signal.SIGTERM)
+    # Draining: still alive, no longer ready (asked before the drain can end: hundreds are
+    # in flight at carriers ten times slower than usual).
+    async with asyncio.timeout(5):
+        while (ready := await asyncio.to_thread(probe, port, "/readyz"))[0] == 200:  # noqa: ASYNC110 - polling another process
+            await asyncio.sleep(0.05)
+    assert ready == (503, ["draining"])
+    assert (await asyncio.to_thread(probe, port, "/healthz"))[0] == 200
     assert await first.wait(timeout=30) == 0
     exit_ms = time.time() * 1000
     assert time.monotonic() - started < 15 + 10, "exit within the drain deadline"

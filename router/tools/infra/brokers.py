@@ -34,6 +34,8 @@ from router.tools.infra import credentials
 
 TEMPLATES: Traversable = resources.files("router.tools.infra") / "templates"
 """The brokers' config templates: ``<broker>/<file>``, with ``$name`` fields to fill in."""
+RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "supernet.rules.yml"
+"""supernet's Prometheus rules, in the checkout this package runs from (an editable install)."""
 NODE_ID = 1  # the single node's id (server.properties node.id)
 SECURED_STAMP = ".supernet-scram"  # in the data directory: formatted with the SCRAM users
 
@@ -403,11 +405,16 @@ class Prometheus(Broker):
     def prepare(self) -> None:
         self.require("prometheus")
         self.targets_dir.mkdir(parents=True, exist_ok=True)
+        # The project's alert and recording rules (deploy/prometheus), copied beside the
+        # config; a wheel without the checkout's deploy/ gets an empty rules file.
+        rules = self.dir / "supernet.rules.yml"
+        rules.write_text(RULES.read_text() if RULES.is_file() else "groups: []\n")
         self.render(
             "prometheus.yml",
             self.dir / "prometheus.yml",
             port=self.port,
             targets_dir=self.targets_dir,
+            rules=rules,
         )
 
     def argv(self) -> list[str]:

@@ -41,7 +41,7 @@ class FakeConsumer:
 
     def __init__(self) -> None:
         self.log: dict[Any, list[Rec]] = {}
-        self.position: dict[Any, int] = {}
+        self.positions: dict[Any, int] = {}
         self.assigned: set[Any] = set()
         self.paused: set[Any] = set()
         self.commits: list[dict[Any, int]] = []
@@ -51,12 +51,18 @@ class FakeConsumer:
 
     def add(self, tp: Any, *values: bytes) -> None:
         records = self.log.setdefault(tp, [])
-        self.position.setdefault(tp, 0)
+        self.positions.setdefault(tp, 0)
         for value in values:
             records.append(Rec(tp.topic, tp.partition, len(records), b"k", value))
 
     def assignment(self) -> set[Any]:
         return set(self.assigned)
+
+    def highwater(self, tp: Any) -> int | None:
+        return len(self.log[tp]) if tp in self.log else None
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
 
     def pause(self, *partitions: Any) -> None:
         self.paused.update(partitions)
@@ -71,17 +77,17 @@ class FakeConsumer:
         room = max_records or 1 << 30
         out: dict[Any, list[Any]] = {}
         for tp in sorted(self.assigned - self.paused):
-            records = self.log.get(tp, [])[self.position[tp] :][:room]
+            records = self.log.get(tp, [])[self.positions[tp] :][:room]
             if records:
                 out[tp] = records
-                self.position[tp] += len(records)
+                self.positions[tp] += len(records)
                 room -= len(records)
         await asyncio.sleep(0 if out else 0.002)
         return out
 
     def seek(self, partition: Any, offset: int) -> None:
         self.seeks.append((partition, offset))
-        self.position[partition] = offset
+        self.positions[partition] = offset
 
     async def commit(self, offsets: dict[Any, int]) -> None:
         if self.fail_commits:
@@ -116,7 +122,7 @@ class Shell:
     async def assign(self, *tps: Any) -> None:
         self.consumer.assigned.update(tps)
         for tp in tps:
-            self.consumer.position.setdefault(tp, 0)
+            self.consumer.positions.setdefault(tp, 0)
         await self.rebalance.on_partitions_assigned(set(tps))
         if self.restoring.is_set() and self.restore_error is None:  # the restore can end
             await until(lambda: all(tp in self.intake.generation for tp in tps))
@@ -170,6 +176,28 @@ async def test_intake_pauses_at_max_in_flight_and_resumes_below_three_quarters()
         assert shell.world.tracker.in_flight == 4
         shell.stop.set()
     assert sample(shell, "supernet_paused_partitions") == 1
+
+
+async def test_lag_counts_what_kafka_holds_beyond_the_last_record_taken() -> None:
+    shell = Shell(max_in_flight=4)
+    await shell.assign(TP)
+    shell.consumer.add(TP, *(refused(i) for i in range(10)))
+    assert await shell.intake.lag() == {TP.partition: 10}  # nothing taken yet
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(shell.intake.run())
+        await until(lambda: shell.consumer.paused == {TP})  # 4 taken: at the cap
+        assert await shell.intake.lag() == {TP.partition: 6}
+
+        # Kafka acknowledges as it goes: every outcome is durable, all are taken.
+        def all_durable() -> bool:
+            shell.ack(10)
+            return len(shell.outcomes) == 10
+
+        await until(all_durable)
+        assert await shell.intake.lag() == {TP.partition: 0}
+        shell.stop.set()
+    await shell.rebalance.on_partitions_revoked({TP})
+    assert await shell.intake.lag() == {}  # not ours: no sample
 
 
 async def test_a_held_request_pauses_intake_until_it_is_no_longer_held() -> None:
@@ -284,7 +312,7 @@ async def test_records_of_a_partition_being_restored_wait_for_its_attempts() -> 
     shell.stored[0] = [attempts.ENCODER.encode(sent), b"\xff not an attempt"]
     shell.restoring.clear()
     shell.consumer.assigned.add(TP)  # aiokafka fetches before the listener has finished
-    shell.consumer.position[TP] = 0
+    shell.consumer.positions[TP] = 0
     shell.consumer.add(TP, request("m1", to=GB_MULTI))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(shell.intake.run())
