@@ -35,7 +35,7 @@ def test_every_template_is_package_data() -> None:
             "mosquitto.conf",
             {"port": 1, "log_file": "/l", "security": "allow_anonymous true", "user": "u"},
         ),
-        (Prometheus, "prometheus.yml", {"port": 1, "targets_dir": "/t"}),
+        (Prometheus, "prometheus.yml", {"port": 1, "targets_dir": "/t", "rules": "/r.yml"}),
     ],
 )
 def test_templates_render_into_the_state_directory(
