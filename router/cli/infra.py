@@ -117,6 +117,7 @@ def register(subparsers: Any) -> None:
             "  supernet infra status\n"
             "  supernet infra identity add carriers carriers-eu\n"
             "  supernet infra up --only kafka --kafka-port 29092\n"
+            "  supernet infra up --kafka-nodes 3\n"
             "  SUPERNET_STATE_DIR=/tmp/sn supernet infra down"
         ),
     )
@@ -146,4 +147,10 @@ def register(subparsers: Any) -> None:
             flag, dest=dest, type=kind, default=None,
             help=f"default {default} [{env[dest]}]",
         )  # fmt: skip
+    parser.add_argument(
+        "--kafka-nodes", dest="kafka_nodes", type=int, choices=(1, 3), default=None,
+        help="Kafka as 1 node, or as a 3-node KRaft cluster on loopback (replication factor "
+        "3, min.insync.replicas 2; node n on --kafka-port + 2(n-1)); give it to down and "
+        f"status too (default 1) [{env['kafka_nodes']}]",
+    )  # fmt: skip
     parser.set_defaults(func=run)

@@ -197,17 +197,27 @@ async def read_partitions_since(
 
 
 async def ensure_topics(access: KafkaAccess, topics: Iterable[TopicSpec]) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones are left as they are. On a
+    cluster of three brokers or more each has three replicas and needs two in sync for a
+    write (with ``acks=all``, a write survives the loss of any one broker); on fewer, as
+    many replicas as brokers."""
     admin = admin_client(access)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
+        replicas = min(3, brokers)
+        durable = {"min.insync.replicas": "2"} if replicas >= 3 else {}
         wanted = [
             NewTopic(
                 t.name,
                 num_partitions=t.partitions,
-                replication_factor=1,
-                topic_configs={"max.message.bytes": str(t.max_record_bytes), **dict(t.configs)},
+                replication_factor=replicas,
+                topic_configs={
+                    "max.message.bytes": str(t.max_record_bytes),
+                    **durable,
+                    **dict(t.configs),
+                },
             )
             for t in topics
             if t.name not in existing

@@ -38,6 +38,10 @@ class InfraSettings:
     mqtt_port: int = 11883
     prometheus_port: int = 19090
     kafka_heap: str = "512m"
+    # KRaft nodes (broker and controller each) on loopback: 1 (the default), or 3 for a
+    # cluster with replication factor 3 and min.insync.replicas 2. Node n (1-based) listens
+    # on kafka_port + 2(n-1), its controller on kafka_controller_port + 2(n-1).
+    kafka_nodes: int = 1
     state_dir: Path = field(default_factory=_default_state_dir)
     security: bool = True  # TLS, authentication and ACLs on both brokers
 
@@ -48,6 +52,7 @@ class InfraSettings:
         "mqtt_port": "SUPERNET_MQTT_PORT",
         "prometheus_port": "SUPERNET_PROMETHEUS_PORT",
         "kafka_heap": "SUPERNET_KAFKA_HEAP",
+        "kafka_nodes": "SUPERNET_KAFKA_NODES",
         "state_dir": "SUPERNET_STATE_DIR",
         "security": "SUPERNET_SECURITY",
     }
@@ -73,7 +78,11 @@ class InfraSettings:
                 changes[name] = Path(value).resolve()
             else:
                 changes[name] = value
-        return replace(settings, **changes)  # type: ignore[arg-type]
+        out = replace(settings, **changes)  # type: ignore[arg-type]
+        if out.kafka_nodes not in (1, 3):
+            var = cls.ENV["kafka_nodes"]
+            raise ValueError(f"{var}={out.kafka_nodes}: Kafka runs as 1 node or as 3")
+        return out
 
     @property
     def secrets_dir(self) -> Path:
@@ -83,9 +92,18 @@ class InfraSettings:
         """The credentials store of this state directory (``security`` says if it is used)."""
         return Secrets(self.secrets_dir, self.security)
 
+    def kafka_node_port(self, node: int) -> int:
+        """The client port of Kafka node ``node`` (1-based)."""
+        return self.kafka_port + 2 * (node - 1)
+
+    def kafka_controller_node_port(self, node: int) -> int:
+        return self.kafka_controller_port + 2 * (node - 1)
+
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{host_in_url(self.host)}:{self.kafka_port}"
+        """Every node's client address, comma-separated (as Kafka clients take them)."""
+        host = host_in_url(self.host)
+        return ",".join(f"{host}:{self.kafka_node_port(n)}" for n in range(1, self.kafka_nodes + 1))
 
     def kafka(self, user: str) -> KafkaAccess:
         """How ``user`` reaches this Kafka (its password from the credentials store)."""

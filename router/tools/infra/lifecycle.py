@@ -16,7 +16,28 @@ console = Console(stderr=True, highlight=False)
 
 
 def brokers(settings: InfraSettings, names: Iterable[str]) -> list[Broker]:
-    return [BROKERS[name](settings) for name in names]
+    """The brokers ``names`` stand for: ``kafka`` is every node of the cluster."""
+    out: list[Broker] = []
+    for name in names:
+        if name == "kafka":
+            out += [Kafka(settings, n) for n in range(1, settings.kafka_nodes + 1)]
+        else:
+            out.append(BROKERS[name](settings))
+    return out
+
+
+def _with_running_nodes(settings: InfraSettings, selected: list[Broker]) -> list[Broker]:
+    """``selected``, plus Kafka nodes a cluster run left running beyond ``kafka_nodes``
+    (so that `down` and `status` without --kafka-nodes 3 still see nodes 2 and 3)."""
+    if not any(isinstance(b, Kafka) for b in selected):
+        return selected
+    extra: list[Broker] = []
+    for n in range(settings.kafka_nodes + 1, 4):
+        node = Kafka(settings, n)
+        if node.proc.pid() is not None:
+            extra.append(node)
+    last = max(i for i, b in enumerate(selected) if isinstance(b, Kafka))
+    return [*selected[: last + 1], *extra, *selected[last + 1 :]]
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
@@ -36,7 +57,7 @@ def up(settings: InfraSettings, names: Iterable[str]) -> None:
             continue
         ports = [broker.port]
         if isinstance(broker, Kafka):
-            ports.append(settings.kafka_controller_port)
+            ports.append(broker.controller_port)
         for port in ports:
             if port_open(settings.host, port):
                 raise InfraError(
@@ -71,7 +92,7 @@ def up(settings: InfraSettings, names: Iterable[str]) -> None:
 
 def down(settings: InfraSettings, names: Iterable[str]) -> None:
     """Stop what `up` started (by pid file), in reverse order; nothing else."""
-    for broker in reversed(brokers(settings, names)):
+    for broker in reversed(_with_running_nodes(settings, brokers(settings, names))):
         pid = broker.proc.pid()
         if broker.proc.stop(broker.stop_timeout):
             console.print(f"{broker.name}: stopped (pid {pid})")
@@ -85,7 +106,7 @@ def status(settings: InfraSettings, names: Iterable[str]) -> bool:
     for column in ("broker", "state", "pid", "address", "log"):
         table.add_column(column)
     all_up = True
-    for broker in brokers(settings, names):
+    for broker in _with_running_nodes(settings, brokers(settings, names)):
         pid = broker.proc.pid()
         if pid is None:
             state = (

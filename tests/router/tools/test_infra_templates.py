@@ -28,7 +28,14 @@ def test_every_template_is_package_data() -> None:
         (
             Kafka,
             "server.properties",
-            {"port": 1, "controller_port": 2, "data_dir": "/d", "listeners": "listeners=x"},
+            {
+                "node_id": 1,
+                "voters": "1@[::1]:2",
+                "replicas": 1,
+                "min_insync": 1,
+                "data_dir": "/d",
+                "listeners": "listeners=x",
+            },
         ),
         (
             Mosquitto,
