@@ -63,7 +63,7 @@ from router.support.credentials import KafkaAccess
 from router.support.infra_settings import InfraSettings
 from router.support.procs import Child
 from router.tools.demo.signals import CarrierWatch, fleet_ready
-from router.tools.infra.brokers import BROKERS
+from router.tools.infra.brokers import BROKERS, Kafka
 from router.tools.infra.kafka_acls import Pipeline
 from router.tools.load.mix import Mix
 from router.tools.load.numbers import NumberPlan
@@ -72,7 +72,10 @@ from router.tools.load.traffic import Traffic
 console = Console(width=None if sys.stdout.isatty() else 220)
 SCENARIOS = (
     "worker-kill", "kafka-restart", "mosquitto-restart", "carriers-restart", "hostile", "repeats",
+    "kafka-node-kill",
 )  # fmt: skip
+CLUSTER_ONLY = frozenset({"kafka-node-kill"})  # need --kafka-nodes 3
+DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s not in CLUSTER_ONLY)
 BROKER_OF = {"kafka-restart": "kafka", "mosquitto-restart": "mosquitto"}
 RESTARTING = "worker exited; restarting"  # the fleet's line for every restart
 
@@ -196,18 +199,24 @@ async def run_faults(
             else:
                 console.print(f"  {time.time() - t0:5.1f}s worker slot {slot} not running: skipped")
             k += 1
-    elif name in BROKER_OF or name == "carriers-restart":
+    elif name in BROKER_OF or name in ("carriers-restart", "kafka-node-kill"):
         await _sleep_until(t0 + a.fault_at * a.duration)
         began = time.time()
-        if name in BROKER_OF:
-            broker = BROKERS[BROKER_OF[name]](run.infra)
+        if name in BROKER_OF or name == "kafka-node-kill":
+            # kafka-node-kill: node 2 of the three (the leader of a third of the partitions)
+            broker = (
+                Kafka(run.infra, 2)
+                if name == "kafka-node-kill"
+                else BROKERS[BROKER_OF[name]](run.infra)
+            )
             pid = broker.proc.pid()
             if pid is None:
                 raise RuntimeError(f"{broker.name} is not running: nothing to kill")
             os.kill(pid, signal.SIGKILL)
             console.print(f"  {began - t0:5.1f}s SIGKILL {broker.name} (pid {pid})")
             await asyncio.sleep(a.down_s)
-            await asyncio.to_thread(infra_up, run.infra, [broker.name])
+            # `up --only kafka` starts the nodes that are not running, waits for them all
+            await asyncio.to_thread(infra_up, run.infra, [broker.family])
         else:
             pid = procs.kill("carriers")
             console.print(f"  {began - t0:5.1f}s SIGKILL carriers (pid {pid})")
@@ -219,7 +228,8 @@ async def run_faults(
                 await procs.ready("carriers", watch.host_online.wait())
         ended = time.time()
         faults.append(Fault(name, began, ended, f"pid {pid}"))
-        console.print(f"  {ended - t0:5.1f}s {name.split('-')[0]} back ({ended - began:.1f}s down)")
+        what = broker.name if name == "kafka-node-kill" else name.split("-")[0]
+        console.print(f"  {ended - t0:5.1f}s {what} back ({ended - began:.1f}s down)")
     elif name == "hostile":
         ctx = Ctx(f"h{secrets.token_hex(3)}", run.numbers, int(time.time() * 1000))
         records = hostile_records(ctx, a.hostile, a.seed)

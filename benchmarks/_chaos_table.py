@@ -13,6 +13,9 @@ from rich.table import Table
 Check = Callable[[str, Any, argparse.Namespace], bool | None]  # None: no target there
 
 
+KILLS = ("worker-kill", "kafka-node-kill")  # outcomes must keep flowing through these
+
+
 def _zero(v: Any) -> bool:
     return bool(v == 0)
 
@@ -28,7 +31,7 @@ COLUMNS: tuple[tuple[str, str, str, Check], ...] = (
     ("restarts", "restarts", "", lambda n, v, a: None),
     ("deaths", "deaths", "0 (hostile)", lambda n, v, a: _zero(v) if n == "hostile" else None),
     ("zero-out s", "zero_outcome_s", "<=10% (kill)",
-     lambda n, v, a: v <= 0.1 * a.duration if n == "worker-kill" else None),
+     lambda n, v, a: v <= 0.1 * a.duration if n in KILLS else None),
     ("recovery s", "recovery_s", "", lambda n, v, a: None),
     ("3000x/1k", "permanent_per_1k", "", lambda n, v, a: None),
     ("hostile bad", "hostile_wrong", "0", lambda n, v, a: None if v is None else _zero(v)),

@@ -13,6 +13,8 @@ during the load:
   kafka-restart      SIGKILL the Kafka broker (pid file of `supernet infra up`) at
                      --fault-at of the run, `supernet infra up --only kafka` --down-s later;
   mosquitto-restart  the same for Mosquitto;
+  kafka-node-kill    (--kafka-nodes 3 only) SIGKILL Kafka node 2 of a three-node cluster at
+                     --fault-at, `supernet infra up --only kafka` --down-s later;
   carriers-restart   SIGKILL the carriers, start them again --down-s later with the same
                      arguments and journal;
   hostile            kcat, a foreign client, mixes --hostile records of the kinds in
@@ -57,7 +59,15 @@ if not __package__:  # run as a script: make `benchmarks._harness` importable
 
 import uvloop
 
-from benchmarks._chaos_scenario import SCENARIOS, Run, console, numbers_of, run_scenario
+from benchmarks._chaos_scenario import (
+    CLUSTER_ONLY,
+    DEFAULT_SCENARIOS,
+    SCENARIOS,
+    Run,
+    console,
+    numbers_of,
+    run_scenario,
+)
 from benchmarks._chaos_table import COLUMNS, render, render_hostile, verdicts
 from benchmarks._harness import ROOT, infra_up, network_dir
 from router.support.infra_settings import InfraSettings
@@ -107,9 +117,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated, in order (default all: {','.join(SCENARIOS)})",
+        default=None,
+        help=f"comma-separated, in order (default: {','.join(DEFAULT_SCENARIOS)}; with "
+        f"--kafka-nodes 3: {','.join(sorted(CLUSTER_ONLY))}; any of {','.join(SCENARIOS)})",
     )
+    p.add_argument(
+        "--kafka-nodes", type=int, choices=(1, 3), default=1,
+        help="Kafka as one node (default) or a three-node cluster, for kafka-node-kill",
+    )  # fmt: skip
     p.add_argument(
         "--quick",
         action="store_true",
@@ -185,10 +200,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if args.scenarios is None:
+        default = sorted(CLUSTER_ONLY) if args.kafka_nodes == 3 else DEFAULT_SCENARIOS
+        args.scenarios = ",".join(default)
     args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if args.kafka_nodes != 3 and set(args.scenarios) & CLUSTER_ONLY:
+        p.error(f"{', '.join(sorted(set(args.scenarios) & CLUSTER_ONLY))} needs --kafka-nodes 3")
     args.state_dir = args.state_dir.resolve()
     return args
 
@@ -199,6 +219,7 @@ def main() -> int:
         host="127.0.0.1", kafka_port=args.kafka_port,
         kafka_controller_port=args.kafka_controller_port, mqtt_port=args.mqtt_port,
         prometheus_port=args.prometheus_port, state_dir=args.state_dir,
+        kafka_nodes=args.kafka_nodes,
     )  # fmt: skip
     began = time.monotonic()
     results: list[dict[str, Any]] = []
