@@ -201,7 +201,8 @@ def register(subparsers: Any) -> None:
             "worker, and the fleet exits when they have drained; SIGHUP is passed on too.\n"
             "Worker i serves metrics on --metrics-port + i, is named <instance>-w<i>, and is\n"
             "the static group member <prefix>-slot-<i>: restarted, it gets its partitions\n"
-            "back without a rebalance.\n"
+            "back without a rebalance. A worker that answered /healthz and then fails it 6\n"
+            "times in a row (every 5 s: a stuck event loop) is killed and restarted.\n"
             "Workers' output lines come out whole on the fleet's stdout and stderr.\n\n"
             + EPILOG_SETTINGS
         ),

@@ -89,7 +89,7 @@ class WorkerSettings:
     commit_interval_s: float = _help("seconds between offset commits", default=0.2)
     drain_timeout_s: float = _help("seconds SIGTERM waits for in-flight work", default=20.0)
     metrics_host: str = _help("address of the /metrics endpoint", default="127.0.0.1")
-    metrics_port: int = _help("port of the /metrics endpoint (0: none)", default=19400)
+    metrics_port: int = _help("port of /metrics, /healthz and /readyz (0: none)", default=19400)
     prometheus_targets: str = _help(
         "directory to drop a Prometheus file-discovery target in (optional)", default=""
     )
