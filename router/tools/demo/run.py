@@ -177,7 +177,9 @@ async def live_run(
         ready = time.monotonic()
         prom, workers = metrics_urls(config)
         if workers:
-            console.print(f"demo: metrics live at {prom}\n      workers: {' '.join(workers)}")
+            # soft_wrap: a URL broken over two lines can be neither clicked nor copied
+            console.print(f"demo: metrics live at {prom}\n      workers: {' '.join(workers)}",
+                          soft_wrap=True)  # fmt: skip
         prefix = config.id_prefix or f"demo{config.seed}-{secrets.token_hex(3)}-"
         admin = s.kafka("admin")
         start_requests = await kafka.end_offsets(admin, config.requests_topic)
