@@ -41,6 +41,15 @@ from router.tools.infra.kafka_acls import Pipeline
 # Wide enough for the e2e table when the output goes to a file (rich falls back to 80).
 console = Console(width=None if sys.stdout.isatty() else 160)
 ROOT = Path(__file__).resolve().parents[1]  # the project's checkout: benchmarks run from one
+BENCH_DIR = ROOT / ".supernet" / "bench"
+BENCH_INFRA = InfraSettings(
+    kafka_port=39092,
+    kafka_controller_port=39093,
+    mqtt_port=31883,
+    prometheus_port=39090,
+    state_dir=BENCH_DIR / "infra",
+)
+"""The benchmarks' secured brokers (e2e.py, libraries.py): ports and state of their own."""
 
 
 def supernet(*args: str) -> list[str]:

@@ -72,6 +72,8 @@ from benchmarks._e2e_table import (
     render,
 )
 from benchmarks._harness import (
+    BENCH_DIR,
+    BENCH_INFRA,
     ROOT,
     CpuMeter,
     Procs,
@@ -100,14 +102,6 @@ from router.tools.load.report import Summary
 from router.tools.load.run import LoadConfig, run_load
 from router.tools.load.traffic import Traffic
 
-BENCH_DIR = ROOT / ".supernet" / "bench"
-BENCH_INFRA = InfraSettings(
-    kafka_port=39092,
-    kafka_controller_port=39093,
-    mqtt_port=31883,
-    prometheus_port=39090,
-    state_dir=BENCH_DIR / "infra",
-)
 # The same-run baseline of --compare-security: brokers without TLS, authentication or ACLs.
 OPEN_INFRA = dataclasses.replace(
     BENCH_INFRA,

@@ -45,21 +45,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks._harness import cpu_s, kafka_admin, provision
+from benchmarks._harness import BENCH_INFRA, cpu_s, kafka_admin, provision
 from router.contracts import interconnect
 from router.engine import kafka
 from router.support.credentials import MqttAccess, tls_context
-from router.support.infra_settings import InfraSettings
 from router.tools.infra import lifecycle as infra
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_INFRA = InfraSettings(
-    kafka_port=39092,
-    kafka_controller_port=39093,
-    mqtt_port=31883,
-    prometheus_port=39090,
-    state_dir=ROOT / ".supernet" / "bench" / "infra",
-)  # the same brokers as e2e.py's
 PARTITIONS = 12
 SLICE = 500  # records per slice, as a fetch hands the worker a slice
 IN_FLIGHT = 64  # QoS 1 publishes in flight (router.engine.transports.mqtt.PUBLISHERS)

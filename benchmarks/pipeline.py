@@ -59,7 +59,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._harness import network_dir
+from benchmarks._harness import BENCH_DIR, network_dir
 from router.contracts import interconnect, wire
 from router.core.decision import Router
 from router.core.network import load_network
@@ -78,8 +78,6 @@ from router.tools.load.mix import Mix
 from router.tools.load.numbers import build_plan
 from router.tools.load.traffic import Traffic
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = ROOT / ".supernet" / "bench"
 HOST = "carriers-1"
 TOPIC = "sms.requests"
 STAGES = (

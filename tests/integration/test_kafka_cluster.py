@@ -10,16 +10,17 @@ import asyncio
 import dataclasses
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks._harness import infra_up
 from router.engine import kafka
 from router.support.credentials import KafkaAccess
 from router.support.infra_settings import InfraSettings
+from router.tools.infra import lifecycle
 from router.tools.infra.brokers import Kafka
 from tests.integration.harness import read_topic
 
@@ -38,24 +39,13 @@ CLUSTER = InfraSettings(
 TOPIC = "cluster.test"
 
 
-def _infra(action: str) -> None:
-    env = dict(os.environ)
-    for name, var in InfraSettings.ENV.items():
-        env[var] = str(getattr(CLUSTER, name))
-    done = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "supernet"), "infra", action, "--only", "kafka"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[InfraSettings]:
-    _infra("up")
+    infra_up(CLUSTER, ["kafka"])  # `supernet infra up --only kafka`, as a user runs it
     try:
         yield CLUSTER
     finally:
-        _infra("down")
+        lifecycle.down(CLUSTER, ["kafka"])
 
 
 async def _replicas(admin: KafkaAccess, topic: str) -> list[tuple[int, int]]:
@@ -96,7 +86,7 @@ async def test_a_cluster_of_three_survives_one_node_killed(cluster: InfraSetting
     assert {f"before-{i}".encode() for i in range(300)} <= keys
     assert {f"during-{i}".encode() for i in range(300)} <= keys
 
-    _infra("up")  # restarts the killed node only
+    infra_up(CLUSTER, ["kafka"])  # restarts the killed node only
     deadline = time.monotonic() + 90
     while (state := await _replicas(admin, TOPIC)) != [(3, 3)] * 6:
         assert time.monotonic() < deadline, f"the node never caught up: {state}"
