@@ -70,7 +70,7 @@ from benchmarks._chaos_scenario import (
 )
 from benchmarks._chaos_table import COLUMNS, render, render_hostile, verdicts
 from benchmarks._harness import ROOT, infra_up, network_dir
-from router.support.infra_settings import InfraSettings
+from router.support.infra_settings import KAFKA_NODE_COUNTS, InfraSettings
 from router.tools.infra import lifecycle as infra
 from router.tools.load.numbers import build_plan
 
@@ -122,7 +122,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"--kafka-nodes 3: {','.join(sorted(CLUSTER_ONLY))}; any of {','.join(SCENARIOS)})",
     )
     p.add_argument(
-        "--kafka-nodes", type=int, choices=(1, 3), default=1,
+        "--kafka-nodes", type=int, choices=KAFKA_NODE_COUNTS, default=1,
         help="Kafka as one node (default) or a three-node cluster, for kafka-node-kill",
     )  # fmt: skip
     p.add_argument(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from router.support.credentials import CredentialsError, parse_security
-from router.support.infra_settings import InfraSettings
+from router.support.infra_settings import KAFKA_NODE_COUNTS, InfraSettings
 from router.support.procs import InfraError
 from router.tools.infra.brokers import BROKERS
 from router.tools.infra.lifecycle import console, down, roundtrip, status, up
@@ -148,7 +148,7 @@ def register(subparsers: Any) -> None:
             help=f"default {default} [{env[dest]}]",
         )  # fmt: skip
     parser.add_argument(
-        "--kafka-nodes", dest="kafka_nodes", type=int, choices=(1, 3), default=None,
+        "--kafka-nodes", dest="kafka_nodes", type=int, choices=KAFKA_NODE_COUNTS, default=None,
         help="Kafka as 1 node, or as a 3-node KRaft cluster on loopback (replication factor "
         "3, min.insync.replicas 2; node n on --kafka-port + 2(n-1)); give it to down and "
         f"status too (default 1) [{env['kafka_nodes']}]",

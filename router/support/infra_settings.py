@@ -17,6 +17,7 @@ from typing import ClassVar
 from router.support.credentials import SECRETS_DIR_NAME, KafkaAccess, Secrets, parse_security
 
 STATE_DIR_NAME = ".supernet"
+KAFKA_NODE_COUNTS = (1, 3)  # Kafka as one node, or as a three-node cluster
 
 
 def host_in_url(host: str) -> str:
@@ -79,7 +80,7 @@ class InfraSettings:
             else:
                 changes[name] = value
         out = replace(settings, **changes)  # type: ignore[arg-type]
-        if out.kafka_nodes not in (1, 3):
+        if out.kafka_nodes not in KAFKA_NODE_COUNTS:
             var = cls.ENV["kafka_nodes"]
             raise ValueError(f"{var}={out.kafka_nodes}: Kafka runs as 1 node or as 3")
         return out

@@ -156,8 +156,9 @@ class Kafka(Broker):
         shape.write_text(f"{self.cluster}\n")
 
     def _cluster_id(self) -> str:
-        """The cluster's id, the same for every node: new for a single node, shared
-        through the state directory for a cluster (the first node to format makes it)."""
+        """The cluster's id, the same for every node: node 1 makes a new one whenever it
+        formats (and the other nodes' storage is then formatted anew); nodes 2 and 3 read
+        it from the state directory (or make it, when node 1 has never formatted)."""
         shared = self.settings.state_dir / "kafka-cluster-id"
         if self.cluster > 1 and shared.exists() and self.node > 1:
             return shared.read_text().strip()

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from router.support.infra_settings import InfraSettings
+from router.support.infra_settings import KAFKA_NODE_COUNTS, InfraSettings
 from router.support.procs import InfraError, port_open, wait_for
 from router.tools.infra.brokers import BROKERS, Broker, Kafka
 
@@ -32,7 +32,7 @@ def _with_running_nodes(settings: InfraSettings, selected: list[Broker]) -> list
     if not any(isinstance(b, Kafka) for b in selected):
         return selected
     extra: list[Broker] = []
-    for n in range(settings.kafka_nodes + 1, 4):
+    for n in range(settings.kafka_nodes + 1, max(KAFKA_NODE_COUNTS) + 1):
         node = Kafka(settings, n)
         if node.proc.pid() is not None:
             extra.append(node)
