@@ -59,6 +59,15 @@ async def _replicas(admin: KafkaAccess, topic: str) -> list[tuple[int, int]]:
         await kafka.let_go(client.close)
 
 
+async def _until_in_sync(admin: KafkaAccess, limit_s: float) -> None:
+    """Three replicas per partition, all three in sync, within ``limit_s`` (a node that
+    just started, or restarted, catches up first)."""
+    deadline = time.monotonic() + limit_s
+    while (state := await _replicas(admin, TOPIC)) != [(3, 3)] * 6:
+        assert time.monotonic() < deadline, f"not all replicas in sync: {state}"
+        await asyncio.sleep(1)
+
+
 async def _produce(access: KafkaAccess, prefix: str, n: int) -> None:
     producer = kafka.producer(access)
     await producer.start()
@@ -73,7 +82,7 @@ async def test_a_cluster_of_three_survives_one_node_killed(cluster: InfraSetting
     admin = cluster.kafka("admin")
     assert admin.bootstrap.count(",") == 2  # every node is a bootstrap address
     await kafka.ensure_topics(admin, [kafka.TopicSpec(TOPIC, 6)])
-    assert await _replicas(admin, TOPIC) == [(3, 3)] * 6
+    await _until_in_sync(admin, 60)
 
     await _produce(admin, "before-", 300)
     node = Kafka(cluster, 2)
@@ -87,10 +96,7 @@ async def test_a_cluster_of_three_survives_one_node_killed(cluster: InfraSetting
     assert {f"during-{i}".encode() for i in range(300)} <= keys
 
     infra_up(CLUSTER, ["kafka"])  # restarts the killed node only
-    deadline = time.monotonic() + 90
-    while (state := await _replicas(admin, TOPIC)) != [(3, 3)] * 6:
-        assert time.monotonic() < deadline, f"the node never caught up: {state}"
-        await asyncio.sleep(1)
+    await _until_in_sync(admin, 90)  # the restarted node caught up
 
 
 def test_the_cluster_settings_and_topics_are_those_of_three_nodes(
